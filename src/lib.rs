@@ -1,0 +1,22 @@
+//! conc: threads, memory-mapped files, shared memory between processes and
+//! child processes for C and C++, through one small, safe C ABI.
+//!
+//! The C header `include/conc.h` is generated from this crate by cbindgen
+//! (see `build.rs`); the doc comments of the exported functions are the
+//! documentation C users read. One module per concept:
+//!
+//! - [`error`]: `conc_status`, the thread-local last error, the version;
+//! - [`ffi`]: the boundary helpers every exported function goes through;
+//! - [`thread`]: threads; [`mmap`]: memory-mapped files;
+//! - [`shm`]: shared memory; [`process`]: child processes;
+//! - [`list`]: shared typed lists.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod ffi;
+pub mod list;
+pub mod mmap;
+pub mod process;
+pub mod shm;
+pub mod thread;

@@ -1,0 +1,99 @@
+/* A small test harness for the C tests of conc.
+ *
+ * Each TEST runs in a forked child, so a crash counts as one failed case
+ * instead of ending the program. main() lists the cases with RUN() and
+ * ends with CHECK_SUMMARY(), which prints "N passed, N failed" and returns
+ * the exit status.
+ */
+#ifndef CONC_TEST_CHECK_H
+#define CONC_TEST_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "conc.h"
+
+__attribute__((unused)) static int check_failures_ = 0; /* within one case (in its child) */
+__attribute__((unused)) static int check_passed_ = 0;   /* cases, in the parent */
+__attribute__((unused)) static int check_failed_ = 0;
+
+#define CHECK(cond)                                                                \
+    do {                                                                           \
+        if (!(cond)) {                                                             \
+            fprintf(stderr, "  %s:%d: CHECK failed: %s\n", __FILE__, __LINE__,     \
+                    #cond);                                                        \
+            check_failures_++;                                                     \
+        }                                                                          \
+    } while (0)
+
+/* Checks that `expr` returns the conc_status `want`; on a mismatch prints
+ * both statuses and the last error message. */
+#define CHECK_STATUS(expr, want)                                                   \
+    do {                                                                           \
+        conc_status got_ = (expr);                                                 \
+        if (got_ != (want)) {                                                      \
+            fprintf(stderr, "  %s:%d: %s returned %d (%s), wanted %d (%s): %s\n",  \
+                    __FILE__, __LINE__, #expr, (int)got_, conc_status_str(got_),   \
+                    (int)(want), conc_status_str(want), conc_last_error_message()); \
+            check_failures_++;                                                     \
+        }                                                                          \
+    } while (0)
+
+#define CHECK_OK(expr) CHECK_STATUS(expr, CONC_OK)
+
+/* Checks that the last error message contains `needle`. */
+#define CHECK_MESSAGE_HAS(needle)                                                  \
+    do {                                                                           \
+        const char *msg_ = conc_last_error_message();                              \
+        if (msg_ == NULL || strstr(msg_, (needle)) == NULL) {                      \
+            fprintf(stderr, "  %s:%d: last error \"%s\" lacks \"%s\"\n", __FILE__, \
+                    __LINE__, msg_ ? msg_ : "(null)", (needle));                    \
+            check_failures_++;                                                     \
+        }                                                                          \
+    } while (0)
+
+#define TEST(name) static void name(void)
+
+/* Runs one case in a child process and reports it. */
+__attribute__((unused)) static void check_run_(const char *name, void (*fn)(void)) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        check_failed_++;
+        return;
+    }
+    if (pid == 0) {
+        fn();
+        fflush(stdout);
+        fflush(stderr);
+        _exit(check_failures_ == 0 ? 0 : 1);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        printf("ok     %s\n", name);
+        check_passed_++;
+    } else if (WIFSIGNALED(status)) {
+        printf("FAILED %s (killed by signal %d)\n", name, WTERMSIG(status));
+        check_failed_++;
+    } else {
+        printf("FAILED %s\n", name);
+        check_failed_++;
+    }
+    fflush(stdout);
+}
+
+#define RUN(name) check_run_(#name, name)
+
+#define CHECK_SUMMARY()                                                            \
+    (printf("%d passed, %d failed\n", check_passed_, check_failed_),               \
+     check_failed_ == 0 ? 0 : 1)
+
+#endif /* CONC_TEST_CHECK_H */
