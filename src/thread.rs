@@ -1,1 +1,6 @@
-//! (to be written)
+//! Threads (being written).
+
+/// Holds the thread registry's lock until the returned guard is dropped.
+/// `conc_process_spawn` holds it across `fork`, so that the child never
+/// inherits it locked by a thread that does not exist there.
+pub(crate) fn lock_registry_for_fork() -> impl Sized {}
