@@ -91,7 +91,9 @@ $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
 
-bench: $(BENCHES)
+# Benchmarks run from the top of the repository; some time the examples
+# in build/examples as whole processes.
+bench: $(BENCHES) $(EXAMPLES)
 	@for b in $(BENCHES); do \
 	  echo; echo "==== $$(basename $$b) ===="; \
 	  $$b || exit 1; \
