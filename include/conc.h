@@ -69,6 +69,51 @@ typedef enum conc_status {
     CONC_ERR_PANIC = 11,
 } conc_status;
 
+/**
+ * A thread handle: a small value that may be copied freely, like
+ * `pthread_t`. Exactly one `conc_thread_join` or `conc_thread_detach` of
+ * it (or of any copy) succeeds; afterwards every copy is refused with
+ * `CONC_ERR_INVALID_STATE`. Id 0 is never valid, so a zeroed handle is
+ * refused too, as is any id conc did not hand out.
+ */
+typedef struct conc_thread {
+    /**
+     * Opaque: compare handles by it, never compute one.
+     */
+    uint64_t id;
+} conc_thread;
+
+/**
+ * The function a new thread runs, with the same shape as a pthread start
+ * routine: it receives the `arg` given to `conc_thread_spawn`, and what it
+ * returns is handed to `conc_thread_join`. A thread may also end with
+ * `pthread_exit(value)`, which `conc_thread_join` reports the same way.
+ */
+typedef void *(*conc_thread_fn)(void *arg);
+
+/**
+ * How to start a thread (`conc_thread_spawn_with`). Zero-initialise it
+ * (`conc_thread_options opts = {0};`) and set what you need.
+ */
+typedef struct conc_thread_options {
+    /**
+     * The thread's name, visible to debuggers, `top -H` and
+     * `pthread_getname_np`; NULL: none (the thread keeps the name Linux
+     * gives it, its creator's); `""` clears that. Copied: it need not
+     * outlive the call. Longer than the OS allows (15 bytes on Linux):
+     * truncated at a UTF-8 character boundary. The new thread sets it
+     * itself, before its function runs.
+     */
+    const char *name;
+    /**
+     * The stack size in bytes. 0: the platform default (8 MiB on most
+     * Linux systems). Below the minimum the platform needs (about 16 KiB
+     * plus the thread-local storage and the guard page): raised to it.
+     * Rounded up to whole pages.
+     */
+    size_t stack_size;
+} conc_thread_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -104,6 +149,102 @@ int conc_last_os_error(void);
  * The string is owned by conc and never freed.
  */
 const char *conc_version(void);
+
+/**
+ * Starts a new thread running `fn(arg)` at once, with the default stack
+ * size and no name; its handle is written to `*out`.
+ *
+ * The thread must be joined (`conc_thread_join`) or detached
+ * (`conc_thread_detach`) exactly once; until then it stays registered,
+ * and a thread never joined nor detached keeps its resources after it
+ * ends, as with pthreads. `arg` is passed through untouched: it must stay
+ * valid for as long as the thread uses it. The thread may be running
+ * before `*out` is written: to hand a thread its own handle, pass it on
+ * after this call returns.
+ *
+ * Returns `CONC_OK`; `CONC_ERR_INVALID_ARGUMENT` if `out` or `fn` is NULL;
+ * `CONC_ERR_RESOURCE_EXHAUSTED` if the OS is out of threads or memory for
+ * the stack (`EAGAIN`); another status for any other OS error. On failure
+ * `*out` is set to the zero handle (when `out` is not NULL) and no thread
+ * was started.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for a `conc_thread`;
+ * `fn(arg)` must be safe to run on another thread.
+ */
+enum conc_status conc_thread_spawn(struct conc_thread *out, conc_thread_fn fn, void *arg);
+
+/**
+ * Like `conc_thread_spawn`, with a name and a stack size from `options`
+ * (see `conc_thread_options`). `options` may be NULL: the defaults, the
+ * same as `conc_thread_spawn`. The options are read during the call only.
+ *
+ * The name is set by the new thread itself before `fn` runs, truncated to
+ * the 15 bytes Linux keeps, at a UTF-8 character boundary (a multibyte
+ * character is never split). A named thread may end with `pthread_exit`.
+ *
+ * Returns `CONC_OK`; `CONC_ERR_INVALID_ARGUMENT` if `out` or `fn` is NULL;
+ * `CONC_ERR_RESOURCE_EXHAUSTED` if the OS is out of threads, or memory for
+ * the stack (an absurd `stack_size` included); another status for any
+ * other OS error. On failure `*out` is set to the zero handle (when `out`
+ * is not NULL) and no thread was started.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for a `conc_thread`;
+ * `options` must be NULL or point to a `conc_thread_options` whose `name`
+ * is NULL or a NUL-terminated string; `fn(arg)` must be safe to run on
+ * another thread.
+ */
+enum conc_status conc_thread_spawn_with(struct conc_thread *out, const struct conc_thread_options *options, conc_thread_fn fn, void *arg);
+
+/**
+ * Waits for `thread` to finish and writes what its function returned (or
+ * passed to `pthread_exit`) to `*result`; `result` may be NULL to discard
+ * it. The handle, and every copy of it, is then spent.
+ *
+ * Returns `CONC_OK`; `CONC_ERR_INVALID_STATE` if the handle is not
+ * joinable: already joined or detached, a copy of such a handle, zero,
+ * forged, or from before a `fork` (that thread does not exist in the
+ * child). When several threads join one handle at once, exactly one gets
+ * `CONC_OK` and the others `CONC_ERR_INVALID_STATE`.
+ * `CONC_ERR_DEADLOCK` if `thread` is the calling thread itself: the
+ * handle then stays joinable by another thread. `*result` is written only
+ * on success.
+ *
+ * # Safety
+ * `result` must be NULL or point to writable memory for a `void *`.
+ */
+enum conc_status conc_thread_join(struct conc_thread thread, void **result);
+
+/**
+ * Lets `thread` run on without ever being joined: its resources are freed
+ * when it ends. The handle, and every copy of it, is then spent. A thread
+ * may detach itself.
+ *
+ * Returns `CONC_OK`; `CONC_ERR_INVALID_STATE` if the handle is not
+ * joinable (already joined or detached, a copy of such a handle, zero,
+ * forged, or from before a `fork`).
+ */
+enum conc_status conc_thread_detach(struct conc_thread thread);
+
+/**
+ * Returns the number of CPUs this process may run on: its CPU affinity
+ * mask, lowered to a cgroup CPU quota if one is set. At least 1.
+ */
+size_t conc_cpu_count(void);
+
+/**
+ * Offers the rest of the calling thread's time slice to other threads
+ * (`sched_yield`).
+ */
+void conc_thread_yield(void);
+
+/**
+ * Suspends the calling thread for at least `milliseconds` milliseconds
+ * (longer if the system is busy); signals do not cut it short. 0 returns
+ * at once.
+ */
+void conc_sleep_ms(uint64_t milliseconds);
 
 #ifdef __cplusplus
 }  // extern "C"
