@@ -273,7 +273,10 @@ int main(int argc, char **argv) {
 
     /* Python program, written to a temporary file. */
     int python = have_python();
-    char py_path[] = "/tmp/bench_mmap_py_XXXXXX";
+    char py_path[512];
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(py_path, sizeof py_path, "%s/bench_mmap_py_XXXXXX",
+             tmpdir && *tmpdir ? tmpdir : "/tmp");
     if (python) {
         int fd = mkstemp(py_path);
         if (fd < 0) die("mkstemp");

@@ -293,7 +293,8 @@ enum conc_status conc_mmap_read_byte(struct conc_mmap *map, uint8_t *byte);
  * past them, like Python's `readline()`. At the end it returns `CONC_OK`
  * with `*len == 0` (and `*line` pointing at the end), so a loop reads
  * until `*len == 0`. The line is not NUL-terminated and stays valid until
- * `conc_mmap_close`.
+ * `conc_mmap_close`. The cursor belongs to the handle: use one handle per
+ * thread for readline loops.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map`, `line` or `len` is NULL.
  *

@@ -17,6 +17,7 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -242,9 +243,12 @@ fn open_file(
     length: usize,
 ) -> Result<conc_mmap> {
     let label = format!("\"{}\"", path.to_string_lossy());
+    // O_NONBLOCK: opening a FIFO must not wait for a writer before being
+    // refused below; it changes nothing for regular files.
     let file = OpenOptions::new()
         .read(true)
         .write(access == CONC_ACCESS_WRITE)
+        .custom_flags(libc::O_NONBLOCK)
         .open(std::ffi::OsStr::from_bytes(path.to_bytes()))
         .map_err(|e| Error::os(ctx, e.raw_os_error().unwrap_or(libc::EIO)))?;
     let meta = file
@@ -570,7 +574,8 @@ pub unsafe extern "C" fn conc_mmap_read_byte(map: *mut conc_mmap, byte: *mut u8)
 /// past them, like Python's `readline()`. At the end it returns `CONC_OK`
 /// with `*len == 0` (and `*line` pointing at the end), so a loop reads
 /// until `*len == 0`. The line is not NUL-terminated and stays valid until
-/// `conc_mmap_close`.
+/// `conc_mmap_close`. The cursor belongs to the handle: use one handle per
+/// thread for readline loops.
 ///
 /// Errors: `CONC_ERR_INVALID_ARGUMENT` if `map`, `line` or `len` is NULL.
 ///

@@ -212,9 +212,17 @@ TEST(missing_file_and_directory) {
         CHECK(map == NULL);
         CHECK_MESSAGE_HAS("conc_mmap_open(\"/tmp\")");
     }
-    /* Not a regular file. */
+    /* Not a regular file: a device, and a FIFO (refused without waiting
+     * for a writer). */
     CHECK_STATUS(conc_mmap_open(&map, "/dev/null", CONC_ACCESS_READ), CONC_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE_HAS("/dev/null");
+    char fifo[PATH_CAP];
+    make_file(fifo, "", 0);
+    unlink(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_STATUS(conc_mmap_open(&map, fifo, CONC_ACCESS_READ), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("not a regular file");
+    unlink(fifo);
 }
 
 TEST(permission_denied) {
