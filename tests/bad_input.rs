@@ -401,6 +401,9 @@ struct Case {
     /// Scalar values overridden for this case (parameter name -> value).
     overrides: BTreeMap<String, String>,
     expect: Expect,
+    /// A C check on the arguments after a successful call (`%N` stands for
+    /// argument N's variable).
+    after_ok: String,
 }
 
 struct Gen<'a> {
@@ -616,6 +619,7 @@ impl Gen<'_> {
                     bad: "NULL".into(),
                     overrides: BTreeMap::new(),
                     expect,
+                    after_ok: String::new(),
                 });
                 if let Some((_, _, len)) = NULL_WITH_ZERO_LEN
                     .iter()
@@ -629,6 +633,11 @@ impl Gen<'_> {
                         bad: "NULL".into(),
                         overrides: BTreeMap::from([(len.to_string(), "0".to_string())]),
                         expect: Expect::Status("CONC_OK"),
+                        // An empty needle matches at `start` (0 here).
+                        after_ok: match f.params.iter().position(|q| q.name == "position") {
+                            Some(i) => format!("CHECK(a{i} == 0);"),
+                            None => String::new(),
+                        },
                     });
                 }
             } else if self.is_enum(p) {
@@ -665,6 +674,7 @@ impl Gen<'_> {
                         bad: format!("({}){}", p.raw, b),
                         overrides: BTreeMap::new(),
                         expect,
+                        after_ok: String::new(),
                     });
                 }
             }
@@ -739,6 +749,9 @@ impl Gen<'_> {
                 let _ = writeln!(s, "    CHECK_STATUS(st, {want});");
                 if *want == "CONC_OK" {
                     let _ = writeln!(s, "    if (st == CONC_OK) {{");
+                    if !case.after_ok.is_empty() {
+                        let _ = writeln!(s, "        {}", case.after_ok);
+                    }
                     for a in &args {
                         if !a.on_ok.is_empty() {
                             let _ = writeln!(s, "        {}", a.on_ok);
