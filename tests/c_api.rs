@@ -38,5 +38,6 @@ c_tests!(
     test_mmap,
     test_shm,
     test_process,
-    test_list
+    test_list,
+    test_stress
 );
