@@ -66,11 +66,12 @@ lib: $(LIB)
 # everything linked against it relinked) only when it changed. The same
 # command always, so that cargo never rebuilds for changed flags.
 $(LIB) $(SHLIB) $(NSL) &: FORCE
-	$(CARGO) rustc --release --lib --quiet -- --print native-static-libs=$(abspath $(NSL))
-	@if [ ! -s $(NSL) ]; then \
-	  $(CARGO) clean --release -p conc --quiet && \
-	  $(CARGO) rustc --release --lib --quiet -- --print native-static-libs=$(abspath $(NSL)); \
-	fi
+	@build_lib() { \
+	  $(CARGO) rustc --release --lib --quiet -- --print native-static-libs=$(abspath $(NSL)) \
+	    2>target/cargo-rustc.log; rc=$$?; \
+	  grep -v '^note: native artifacts' target/cargo-rustc.log >&2; return $$rc; }; \
+	mkdir -p target && build_lib && \
+	if [ ! -s $(NSL) ]; then $(CARGO) clean --release -p conc --quiet && build_lib; fi
 
 include/conc.h: $(LIB)
 
@@ -166,7 +167,7 @@ test-install: lib
 	@MAKE="$(MAKE)" CC="$(CC)" CXX="$(CXX)" tests/install/run.sh
 
 test: check-header header-compile compiler-matrix check-symbols examples test-cpp test-install
-	CONC_NATIVE_STATIC_LIBS="$(NATIVE_LIBS)" $(CARGO) test
+	CONC_STATIC_LIB="$(abspath $(LIB))" CONC_NATIVE_STATIC_LIBS="$(NATIVE_LIBS)" $(CARGO) test
 
 $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)

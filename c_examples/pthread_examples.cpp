@@ -1,4 +1,5 @@
 #include <iostream>
+#include <string>
 #include <cstdlib>
 #include "conc.h" // conc threads instead of <pthread.h>
 
@@ -41,7 +42,10 @@ void example1()
 
 void *threadFunction2(void *arg)
 {
-    cout << "I am thread #" << *(int *)arg << endl;
+    // One << per line: with several, the ten threads' pieces interleave
+    // ("I am thread #I am thread #7"), which the document's output does
+    // not show.
+    cout << ("I am thread #" + to_string(*(int *)arg) + "\n") << flush;
     return NULL;
 }
 

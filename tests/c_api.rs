@@ -1,13 +1,18 @@
-//! Runs the C test programs of `tests/c/` against `include/conc.h` and the
-//! `libconc.a` of this build: each is compiled with the `cc` crate's view of
-//! the C compiler, run, and must exit 0. Its output is shown on failure.
+//! Runs the C test programs of `tests/c/` against `include/conc.h` and
+//! `libconc.a`: each is compiled with the `cc` crate's view of the C
+//! compiler, run, and must exit 0. Its output is shown on failure.
+//!
+//! `make test` names the library to test in `CONC_STATIC_LIB` (the release
+//! build users link). `cargo test` does not build the staticlib itself, so
+//! without that variable the tests use `target/<profile>/libconc.a`, which
+//! a `cargo build` of the same profile must have made first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The target directory of this build (`target/debug`), where cargo put
 /// `libconc.a` beside the test executables' `deps/` folder.
-fn build_dir() -> PathBuf {
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent()
         .and_then(Path::parent)
@@ -26,9 +31,15 @@ fn native_static_libs() -> Vec<String> {
 
 fn run_c_test(name: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = build_dir();
-    let lib = dir.join("libconc.a");
-    assert!(lib.exists(), "{} is missing", lib.display());
+    let dir = profile_dir();
+    let lib = std::env::var_os("CONC_STATIC_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("libconc.a"));
+    assert!(
+        lib.exists(),
+        "{} is missing: run `make test`, or `cargo build` before `cargo test`",
+        lib.display()
+    );
     let out_dir = dir.join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create c-tests dir");
     let exe = out_dir.join(name);
