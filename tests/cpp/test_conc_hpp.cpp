@@ -28,6 +28,26 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#if __cplusplus >= 202002L
+#include <iterator>
+#include <ranges>
+#endif
+
+// The lines of a map are a forward range of string_views.
+static_assert(std::is_same_v<std::iterator_traits<conc::line_iterator>::value_type, std::string_view>);
+#if __cplusplus >= 202002L
+static_assert(std::forward_iterator<conc::line_iterator>);
+static_assert(std::ranges::forward_range<conc::line_range>);
+#endif
+// Handles are move-only.
+static_assert(!std::is_copy_constructible_v<conc::thread<int>> &&
+              std::is_nothrow_move_constructible_v<conc::thread<int>>);
+static_assert(!std::is_copy_constructible_v<conc::mmap> && std::is_nothrow_move_assignable_v<conc::mmap>);
+static_assert(!std::is_copy_constructible_v<conc::shm> && std::is_nothrow_move_assignable_v<conc::shm>);
+static_assert(!std::is_copy_constructible_v<conc::list<double>> &&
+              std::is_nothrow_move_assignable_v<conc::list<double>>);
+static_assert(!std::is_copy_constructible_v<conc::process> &&
+              std::is_nothrow_move_assignable_v<conc::process>);
 
 namespace {
 
