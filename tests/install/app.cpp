@@ -1,6 +1,6 @@
 // Built by tests/install/run.sh against an installed conc, through CMake's
-// find_package(conc): once with conc::conc (libconc.a), once with
-// conc::conc_shared (libconc.so).
+// find_package(conc): with conc::conc (libconc.a by default, libconc.so
+// with CONC_USE_SHARED) and with conc::conc_shared.
 #include <conc.hpp>
 
 #include <iostream>

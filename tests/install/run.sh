@@ -69,19 +69,32 @@ echo "install test: C via pkg-config (libconc.so.$major): ok"
 # 3. C++ through CMake, from a moved prefix: the CMake files are relocatable.
 moved=$tmp/moved
 mv "$prefix" "$moved"
-cmake -S "$here" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$moved" \
-    -DCMAKE_CXX_COMPILER="$(command -v "$CXX")" -DCONC_EXPECTED_VERSION="$version" \
-    >"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; fail "cmake configure failed"; }
-cmake --build "$tmp/cmake" >>"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; fail "cmake build failed"; }
+cmake_build() { # build directory, then cmake options
+    dir=$1
+    shift
+    cmake -S "$here" -B "$dir" -DCMAKE_PREFIX_PATH="$moved" \
+        -DCMAKE_CXX_COMPILER="$(command -v "$CXX")" -DCONC_EXPECTED_VERSION="$version" "$@" \
+        >"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; fail "cmake configure failed"; }
+    cmake --build "$dir" >>"$tmp/cmake.log" 2>&1 || { cat "$tmp/cmake.log"; fail "cmake build failed"; }
+}
 want_cpp="conc $version from C++: 12 * 12 = 144
 conc::error: invalid argument"
-for app in app_static app_shared; do
-    out=$("$tmp/cmake/$app") || fail "$app failed"
-    [ "$out" = "$want_cpp" ] || fail "$app printed: $out"
-done
-needed "$tmp/cmake/app_static" | grep -q libconc && fail "CMake app_static needs libconc.so"
-needed "$tmp/cmake/app_shared" | grep -qx "libconc.so.$major" || fail "CMake app_shared does not need libconc.so.$major"
-echo "install test: C++ via CMake find_package(conc), conc::conc and conc::conc_shared: ok"
+check_cpp() { # program, then "static" or "shared"
+    out=$("$1") || fail "$1 failed"
+    [ "$out" = "$want_cpp" ] || fail "$1 printed: $out"
+    if [ "$2" = static ]; then
+        needed "$1" | grep -q libconc && fail "$1 needs libconc.so"
+    else
+        needed "$1" | grep -qx "libconc.so.$major" || fail "$1 does not need libconc.so.$major"
+    fi
+    return 0
+}
+cmake_build "$tmp/cmake"
+check_cpp "$tmp/cmake/app" static
+check_cpp "$tmp/cmake/app_shared" shared
+cmake_build "$tmp/cmake-shared" -DCONC_USE_SHARED=ON
+check_cpp "$tmp/cmake-shared/app" shared
+echo "install test: C++ via CMake find_package(conc): conc::conc (static; shared with CONC_USE_SHARED) and conc::conc_shared: ok"
 
 # Uninstall leaves no file behind.
 "$MAKE" -s -C "$root" --no-print-directory uninstall PREFIX="$moved" >/dev/null
