@@ -14,6 +14,16 @@
 
 
 /**
+ * How `conc_mmap_count_lines` shares out a map: it uses
+ * `len / CONC_MMAP_COUNT_CHUNK` threads (the calling one included), at
+ * least 1 and at most the number of cores, thread `i` of `n` counting the
+ * bytes `len * i / n` to `len * (i + 1) / n`. So maps shorter than twice
+ * this size are counted by the calling thread alone. Given for tests and
+ * tuning; the result never depends on it.
+ */
+#define CONC_MMAP_COUNT_CHUNK (4 << 20)
+
+/**
  * The result of every conc function that can fail. The values are fixed
  * forever: a program may store or compare them as integers.
  */
@@ -68,6 +78,70 @@ typedef enum conc_status {
      */
     CONC_ERR_PANIC = 11,
 } conc_status;
+
+/**
+ * How a file is mapped.
+ */
+typedef enum conc_access {
+    /**
+     * Read only: `conc_mmap_data_mut` returns NULL.
+     */
+    CONC_ACCESS_READ = 0,
+    /**
+     * Shared: writes through `conc_mmap_data_mut` reach the file
+     * (`conc_mmap_flush` forces them to storage) and are seen by every
+     * other process that maps or reads it.
+     */
+    CONC_ACCESS_WRITE = 1,
+    /**
+     * Private copy-on-write: the map is writable, the file never changes.
+     */
+    CONC_ACCESS_COPY = 2,
+} conc_access;
+
+/**
+ * Where `conc_mmap_seek` counts its offset from, as `SEEK_SET`,
+ * `SEEK_CUR` and `SEEK_END` do (and Python's `os.SEEK_*`).
+ */
+typedef enum conc_whence {
+    /**
+     * From the start of the map.
+     */
+    CONC_SEEK_SET = 0,
+    /**
+     * From the cursor.
+     */
+    CONC_SEEK_CUR = 1,
+    /**
+     * From the end of the map.
+     */
+    CONC_SEEK_END = 2,
+} conc_whence;
+
+/**
+ * A memory-mapped file, or anonymous shared memory: an opaque handle made
+ * by `conc_mmap_open`, `conc_mmap_open_range` or `conc_mmap_anonymous`
+ * and released by `conc_mmap_close`.
+ *
+ * The bytes are at `conc_mmap_data(map)` for `conc_mmap_len(map)` bytes,
+ * valid until the close. The handle also has a cursor, used by
+ * `conc_mmap_read_byte`, `conc_mmap_readline`, `conc_mmap_seek` and
+ * `conc_mmap_tell` like a file position.
+ *
+ * Threads: every function may be called from any thread, and several
+ * threads may read the bytes of one map at once. The cursor belongs to the
+ * handle, so use one handle per thread for `readline`/`read_byte`/`seek`
+ * (open the file once per thread): two threads sharing a cursor get
+ * interleaved lines. Do not close a map while another thread still uses
+ * it.
+ *
+ * Hazard (a property of mmap itself): if another process truncates the
+ * file while it is mapped, touching a page past the new end raises SIGBUS,
+ * which kills the process unless it handles that signal. conc never
+ * changes a file's size; a program that maps files others may shrink must
+ * arrange with them not to (e.g. with advisory locks) or handle SIGBUS.
+ */
+typedef struct conc_mmap conc_mmap;
 
 /**
  * A thread handle: a small value that may be copied freely, like
@@ -149,6 +223,233 @@ int conc_last_os_error(void);
  * The string is owned by conc and never freed.
  */
 const char *conc_version(void);
+
+/**
+ * Maps the whole file `path` into memory and stores the new handle in
+ * `*out` (NULL on failure). The map and its cursor (at 0) belong to the
+ * caller until `conc_mmap_close`.
+ *
+ * `access` is `CONC_ACCESS_READ` (the file is opened read-only),
+ * `CONC_ACCESS_WRITE` (opened read-write; writes through
+ * `conc_mmap_data_mut` reach the file) or `CONC_ACCESS_COPY` (opened
+ * read-only; writes stay private to this map). Only regular files can be
+ * mapped. An empty file gives a valid map of length 0. The file's size is
+ * never changed.
+ *
+ * Hazard: if another process truncates the file while it is mapped,
+ * touching the lost pages raises SIGBUS (see `conc_mmap`).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `path` is NULL, `access`
+ * is not a `conc_access` value, or `path` is a directory or not a regular
+ * file; `CONC_ERR_NOT_FOUND` if the file does not exist;
+ * `CONC_ERR_PERMISSION_DENIED` if the OS refuses to open it for `access`;
+ * `CONC_ERR_RESOURCE_EXHAUSTED` when out of memory or descriptors;
+ * `CONC_ERR_UNSUPPORTED` if its file system cannot map files;
+ * `CONC_ERR_IO` for other OS failures.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing a pointer; `path` must be NULL
+ * or a NUL-terminated string.
+ */
+enum conc_status conc_mmap_open(struct conc_mmap **out, const char *path, conc_access access);
+
+/**
+ * Maps `length` bytes of the file `path` starting at byte `offset`, or
+ * everything from `offset` to the end when `length` is 0, and stores the
+ * new handle in `*out` (NULL on failure).
+ *
+ * `offset` may be any byte offset, not only a multiple of the page size:
+ * `conc_mmap_data` points at byte `offset` of the file and
+ * `conc_mmap_len` is the length of the range. An offset equal to the
+ * file's size with `length` 0 gives an empty map. `access` is as for
+ * `conc_mmap_open`. The file's size is never changed.
+ *
+ * Errors: as `conc_mmap_open`, plus `CONC_ERR_OUT_OF_RANGE` if `offset` is
+ * past the end of the file or `offset + length` reaches past it.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing a pointer; `path` must be NULL
+ * or a NUL-terminated string.
+ */
+enum conc_status conc_mmap_open_range(struct conc_mmap **out, const char *path, conc_access access, uint64_t offset, size_t length);
+
+/**
+ * Maps `length` bytes of zero-filled anonymous memory, readable and
+ * writable, and stores the new handle in `*out` (NULL on failure).
+ *
+ * The memory is shared with the children this process forks afterwards
+ * (as Python's anonymous maps are): a write by either side is seen by the
+ * other. `conc_mmap_flush` does nothing on it.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` is NULL or `length` is 0;
+ * `CONC_ERR_RESOURCE_EXHAUSTED` if the OS is out of memory.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing a pointer.
+ */
+enum conc_status conc_mmap_anonymous(struct conc_mmap **out, size_t length);
+
+/**
+ * Returns the first byte of the map, valid for `conc_mmap_len(map)` bytes
+ * until `conc_mmap_close`. Never NULL for an open map, even of length 0
+ * (then it must not be read). NULL if `map` is NULL.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+const uint8_t *conc_mmap_data(const struct conc_mmap *map);
+
+/**
+ * Returns the first byte of the map for writing, like `conc_mmap_data`:
+ * for a `CONC_ACCESS_WRITE` map the writes reach the file, for a
+ * `CONC_ACCESS_COPY` map they stay private, anonymous maps are writable.
+ * NULL for a `CONC_ACCESS_READ` map (writing it would crash) or if `map`
+ * is NULL. Never NULL for a writable map, even of length 0.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+uint8_t *conc_mmap_data_mut(struct conc_mmap *map);
+
+/**
+ * Returns the number of bytes of the map; 0 if `map` is NULL.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+size_t conc_mmap_len(const struct conc_mmap *map);
+
+/**
+ * Stores the byte at the cursor in `*byte` and moves the cursor past it,
+ * like Python's `read_byte()`.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `byte` is NULL;
+ * `CONC_ERR_OUT_OF_RANGE` if the cursor is at the end (`*byte` unchanged).
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `byte` NULL or writable.
+ */
+enum conc_status conc_mmap_read_byte(struct conc_mmap *map, uint8_t *byte);
+
+/**
+ * Returns the next line: stores in `*line` a pointer into the map at the
+ * cursor and in `*len` the number of bytes through the next `'\n'`
+ * (included), or to the end when no `'\n'` follows, and moves the cursor
+ * past them, like Python's `readline()`. At the end it returns `CONC_OK`
+ * with `*len == 0` (and `*line` pointing at the end), so a loop reads
+ * until `*len == 0`. The line is not NUL-terminated and stays valid until
+ * `conc_mmap_close`. The cursor belongs to the handle: use one handle per
+ * thread for readline loops.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map`, `line` or `len` is NULL.
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `line` and `len` NULL or writable.
+ */
+enum conc_status conc_mmap_readline(struct conc_mmap *map, const uint8_t **line, size_t *len);
+
+/**
+ * Moves the cursor to `offset` counted from `whence` (the start, the
+ * cursor or the end), like `fseek` and Python's `seek()`. The new position
+ * must be within `0..=conc_mmap_len(map)`.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL or `whence` is not
+ * a `conc_whence` value; `CONC_ERR_OUT_OF_RANGE` if the position would be
+ * before the start or past the end. On failure the cursor stays where it
+ * was.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+enum conc_status conc_mmap_seek(struct conc_mmap *map, int64_t offset, conc_whence whence);
+
+/**
+ * Returns the cursor: the offset, from the start of the map, that the next
+ * `conc_mmap_read_byte` or `conc_mmap_readline` reads. 0 if `map` is NULL.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+uint64_t conc_mmap_tell(const struct conc_mmap *map);
+
+/**
+ * Finds the first occurrence of the `needle_len` bytes at `needle` that
+ * starts at or after offset `start`, and stores its offset from the start
+ * of the map in `*position`, or -1 if there is none, like Python's
+ * `find(sub, start)`. An empty needle matches at `start`; a `start` past
+ * the end gives -1. `needle` may be NULL when `needle_len` is 0.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `position` is NULL, or
+ * `needle` is NULL with `needle_len > 0`.
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `needle` NULL or readable for
+ * `needle_len` bytes; `position` NULL or writable.
+ */
+enum conc_status conc_mmap_find(const struct conc_mmap *map, const void *needle, size_t needle_len, uint64_t start, int64_t *position);
+
+/**
+ * Finds the last occurrence of the `needle_len` bytes at `needle` that
+ * starts at or after offset `start`, and stores its offset from the start
+ * of the map in `*position`, or -1 if there is none, like Python's
+ * `rfind(sub, start)`. As for `conc_mmap_find`, an empty needle matches at
+ * `start` (Python's `rfind` would give the end), and a `start` past the
+ * end gives -1. `needle` may be NULL when `needle_len` is 0.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `position` is NULL, or
+ * `needle` is NULL with `needle_len > 0`.
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `needle` NULL or readable for
+ * `needle_len` bytes; `position` NULL or writable.
+ */
+enum conc_status conc_mmap_rfind(const struct conc_mmap *map, const void *needle, size_t needle_len, uint64_t start, int64_t *position);
+
+/**
+ * Counts the lines of the map and stores the count in `*lines`: the
+ * number of `'\n'` bytes, plus one when the map is not empty and does not
+ * end with `'\n'`. That is exactly how many lines a `conc_mmap_readline`
+ * loop returns, without moving the cursor. It is the fast path: vector
+ * instructions, and on maps of at least twice `CONC_MMAP_COUNT_CHUNK`
+ * bytes one thread per chunk, up to the number of cores.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `lines` is NULL.
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `lines` NULL or writable.
+ */
+enum conc_status conc_mmap_count_lines(const struct conc_mmap *map, uint64_t *lines);
+
+/**
+ * Writes the map's changes to the file and waits until they are stored
+ * (`msync(MS_SYNC)`). Changes of a `CONC_ACCESS_WRITE` map reach the file
+ * at `conc_mmap_close` anyway (readers of the file see them even before);
+ * `flush` is for durability. On a `CONC_ACCESS_READ` or `CONC_ACCESS_COPY`
+ * map, an anonymous map or an empty map it does nothing and returns
+ * `CONC_OK`.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL; `CONC_ERR_IO` (or
+ * the status of the OS error) if the OS cannot write the pages.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+enum conc_status conc_mmap_flush(struct conc_mmap *map);
+
+/**
+ * Unmaps the map and frees the handle; pointers into it become invalid.
+ * The changes of a `CONC_ACCESS_WRITE` map are in the file afterwards.
+ * Closing NULL does nothing and returns `CONC_OK`.
+ *
+ * Errors: `CONC_ERR_INVALID_STATE` if `map` was closed already or is not a
+ * map made by conc (it is then left alone); `CONC_ERR_IO` (or the status
+ * of the OS error) if unmapping fails: the handle is freed all the same.
+ *
+ * # Safety
+ * `map` must be NULL or a pointer returned by a conc open function; no
+ * other thread may be using the map.
+ */
+enum conc_status conc_mmap_close(struct conc_mmap *map);
 
 /**
  * Starts a new thread running `fn(arg)` at once, with the default stack
