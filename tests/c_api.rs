@@ -27,7 +27,12 @@ fn native_static_libs() -> Vec<String> {
 fn run_c_test(name: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = build_dir();
-    let lib = dir.join("libconc.a");
+    // `cargo test` rebuilds deps/libconc.a; the copy in target/<profile>/
+    // is refreshed only by `cargo build`, so it may be stale.
+    let lib = [dir.join("deps").join("libconc.a"), dir.join("libconc.a")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join("libconc.a"));
     assert!(lib.exists(), "{} is missing", lib.display());
     let out_dir = dir.join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create c-tests dir");
