@@ -10,10 +10,16 @@
 
 #include "conc.h"
 
-/* Exits with conc's message when a call fails. */
+static conc_shm *created; /* removed again if a later call fails */
+
+/* Exits with conc's message when a call fails, removing the segment so
+ * that nothing is left behind in /dev/shm. */
 static void check(conc_status status) {
     if (status != CONC_OK) {
         fprintf(stderr, "error: %s\n", conc_last_error_message());
+        if (created != NULL) {
+            conc_shm_unlink(created);
+        }
         exit(1);
     }
 }
@@ -45,6 +51,7 @@ int main(void) {
     /* Create a shared memory block of 100 items */
     conc_shm *shared;
     check(conc_shm_create(&shared, NULL, 100));
+    created = shared;
     printf("Shared memory name = %s\n", conc_shm_name(shared));
 
     /* Divide the work among two processes, storing partial results in "shared" */

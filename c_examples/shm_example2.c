@@ -11,10 +11,16 @@
 
 #include "conc.h"
 
-/* Exits with conc's message when a call fails. */
+static conc_list *created; /* removed again if a later call fails */
+
+/* Exits with conc's message when a call fails, removing the segment so
+ * that nothing is left behind in /dev/shm. */
 static void check(conc_status status) {
     if (status != CONC_OK) {
         fprintf(stderr, "error: %s\n", conc_last_error_message());
+        if (created != NULL) {
+            conc_list_unlink(created);
+        }
         exit(1);
     }
 }
@@ -52,6 +58,7 @@ int main(void) {
     /* Create a shared list of 100 items, all 0 */
     conc_list *shared;
     check(conc_list_create(&shared, NULL, CONC_TYPE_I64, 100));
+    created = shared;
 
     /* Divide the work among two processes, storing partial results in "shared" */
     struct work w1 = {conc_list_name(shared), 1, 0, 50};
