@@ -3,9 +3,7 @@
 //! compiler, run, and must exit 0. Its output is shown on failure.
 //!
 //! `make test` names the library to test in `CONC_STATIC_LIB` (the release
-//! build users link). `cargo test` does not build the staticlib itself, so
-//! without that variable the tests use `target/<profile>/libconc.a`, which
-//! a `cargo build` of the same profile must have made first.
+//! build users link); without it, the tests use the one `cargo test` built.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,14 +30,12 @@ fn native_static_libs() -> Vec<String> {
 fn run_c_test(name: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = profile_dir();
+    // `cargo test` rebuilds deps/libconc.a; the copy in target/<profile>/ is
+    // refreshed only by `cargo build`, so it may be stale.
     let lib = std::env::var_os("CONC_STATIC_LIB")
         .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("libconc.a"));
-    assert!(
-        lib.exists(),
-        "{} is missing: run `make test`, or `cargo build` before `cargo test`",
-        lib.display()
-    );
+        .unwrap_or_else(|| dir.join("deps").join("libconc.a"));
+    assert!(lib.exists(), "{} is missing", lib.display());
     let out_dir = dir.join("c-tests");
     std::fs::create_dir_all(&out_dir).expect("create c-tests dir");
     let exe = out_dir.join(name);
