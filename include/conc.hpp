@@ -231,6 +231,8 @@ using invoke_result_t = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>
 /// Like std::jthread, a thread still joinable when destroyed (or assigned
 /// over) is joined first; its result and exception are then discarded.
 /// An exception escaping the callable never reaches C: join() rethrows it.
+/// The callable must return normally or throw: ending the thread with
+/// pthread_exit from inside it terminates the program.
 template <class R>
 class thread {
 public:
