@@ -69,7 +69,7 @@ $(LIB) $(SHLIB) $(NSL) &: FORCE
 	@build_lib() { \
 	  $(CARGO) rustc --release --lib --quiet -- --print native-static-libs=$(abspath $(NSL)) \
 	    2>target/cargo-rustc.log; rc=$$?; \
-	  grep -v '^note: native artifacts' target/cargo-rustc.log >&2; return $$rc; }; \
+	  grep -v -e '^note: native artifacts' -e '^$$' target/cargo-rustc.log >&2; return $$rc; }; \
 	mkdir -p target && build_lib && \
 	if [ ! -s $(NSL) ]; then $(CARGO) clean --release -p conc --quiet && build_lib; fi
 
