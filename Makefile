@@ -3,16 +3,25 @@
 #   make               libconc.a, libconc.so and include/conc.h
 #   make examples      every program in c_examples/ (-Wall -Wextra -Werror)
 #   make run-examples  build, then run each example under a heading
-#   make test          header checks, examples, cargo test (Rust + C tests)
+#   make test          header checks, examples, library and install checks,
+#                      the C++ tests, then cargo test (Rust + C tests)
 #   make bench         the benchmarks in benches/, each against its baseline
 #   make sanitize      C tests and examples under ASan+UBSan, thread ones under TSan
 #   make valgrind      C tests and examples under valgrind's memcheck
 #   make fuzz          each fuzz target for FUZZ_SECONDS (needs cargo-fuzz)
+#   make install       headers, libraries, pkg-config and CMake files under
+#                      PREFIX (default /usr/local), honouring DESTDIR
+#   make uninstall     removes what make install put there
 #   make clean
 
 CARGO    ?= cargo
 CC       ?= cc
 CXX      ?= c++
+# The compilers make test checks the headers with, besides CC and CXX:
+# conc.h with clang too, conc.hpp with g++ and clang++.
+GXX      ?= g++
+CLANG    ?= clang
+CLANGXX  ?= clang++
 BUILD    := build
 LIB      := target/release/libconc.a
 SHLIB    := target/release/libconc.so
@@ -32,8 +41,26 @@ EXAMPLES    := $(sort $(patsubst c_examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_C)
                       $(patsubst c_examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX)))
 BENCHES     := $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c))
 
-.PHONY: all lib examples run-examples test check-header header-compile bench clean FORCE \
-        sanitize sanitize-asan sanitize-tsan valgrind fuzz
+# The version, from Cargo.toml (the one source of truth).
+VERSION       := $(shell awk '/^\[/ { p = ($$0 == "[package]") } p && /^version *=/ { gsub(/^[^"]*"|".*$$/, ""); print; exit }' Cargo.toml)
+VERSION_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+DESCRIPTION   := $(shell awk '/^\[/ { p = ($$0 == "[package]") } p && /^description *=/ { sub(/^[^"]*"/, ""); sub(/"[^"]*$$/, ""); print; exit }' Cargo.toml)
+# The shared library's SONAME (set by build.rs) and installed file name.
+SONAME        := libconc.so.$(VERSION_MAJOR)
+SHLIB_FILE    := libconc.so.$(VERSION)
+
+# Installation directories. DESTDIR stages the whole tree elsewhere (for
+# packaging); the installed files name PREFIX, LIBDIR and INCLUDEDIR.
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR     ?= $(LIBDIR)/cmake/conc
+DESTDIR      ?=
+
+.PHONY: all lib examples run-examples test check-header header-compile bench clean FORCE
+.PHONY: install uninstall packaging check-symbols compiler-matrix test-cpp test-install print-version
+.PHONY: sanitize sanitize-asan sanitize-tsan valgrind fuzz
 
 all: lib
 
@@ -46,7 +73,7 @@ $(LIB) $(SHLIB) $(NSL) &: FORCE
 	@build_lib() { \
 	  $(CARGO) rustc --release --lib --quiet -- --print native-static-libs=$(abspath $(NSL)) \
 	    2>target/cargo-rustc.log; rc=$$?; \
-	  grep -v '^note: native artifacts' target/cargo-rustc.log >&2; return $$rc; }; \
+	  grep -v -e '^note: native artifacts' -e '^$$' target/cargo-rustc.log >&2; return $$rc; }; \
 	mkdir -p target && build_lib && \
 	if [ ! -s $(NSL) ]; then $(CARGO) clean --release -p conc --quiet && build_lib; fi
 
@@ -89,7 +116,61 @@ header-compile: include/conc.h
 	  echo "conc.h compiles as $$std"; \
 	done
 
-test: check-header header-compile examples
+# The shared library is libconc.so.MAJOR and exports conc_* only.
+check-symbols: $(SHLIB)
+	@soname=$$(readelf -d $(SHLIB) | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p'); \
+	if [ "$$soname" != "$(SONAME)" ]; then \
+	  echo "$(SHLIB): SONAME is '$$soname', expected $(SONAME)"; exit 1; \
+	fi; \
+	echo "$(SHLIB): SONAME $$soname"
+	@all=$$(nm -D --defined-only $(SHLIB) | awk 'NF >= 3 { print $$3 }'); \
+	others=$$(printf '%s\n' "$$all" | grep -v '^conc_' | grep -v '^$$' || true); \
+	if [ -n "$$others" ]; then \
+	  echo "$(SHLIB) exports symbols outside conc_*:"; printf '  %s\n' $$others; exit 1; \
+	fi; \
+	if [ -z "$$all" ]; then echo "$(SHLIB) exports nothing"; exit 1; fi; \
+	echo "$(SHLIB) exports $$(printf '%s\n' "$$all" | wc -l) symbols, all conc_*"
+
+# conc.h with clang too (CC and CXX are checked by header-compile), and
+# conc.hpp with both compilers as C++17 and C++20.
+compiler-matrix: include/conc.h
+	@for std in c99 c11; do \
+	  $(CLANG) -std=$$std -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only -x c tests/header/header_check.c || exit 1; \
+	  echo "conc.h compiles with $(CLANG) as $$std"; \
+	done
+	@for std in c++11 c++17 c++20; do \
+	  $(CLANGXX) -std=$$std -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only -x c++ tests/header/header_check.c || exit 1; \
+	  echo "conc.h compiles with $(CLANGXX) as $$std"; \
+	done
+	@for cxx in $(GXX) $(CLANGXX); do \
+	  for std in c++17 c++20; do \
+	    $$cxx -std=$$std $(HPP_WARN) -Iinclude -fsyntax-only tests/header/hpp_check.cpp || exit 1; \
+	    echo "conc.hpp compiles with $$cxx as $$std"; \
+	  done; \
+	done
+
+# The C++ tests of conc.hpp, built with g++ and clang++, as C++17 and C++20.
+HPP_WARN     := -Wall -Wextra -pedantic -Werror -Wshadow -Wconversion -Wsign-conversion \
+                -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual
+HPP_VARIANTS := gcc-c++17 gcc-c++20 clang-c++17 clang-c++20
+HPP_TESTS    := $(HPP_VARIANTS:%=$(BUILD)/tests/test_conc_hpp-%)
+
+$(BUILD)/tests/test_conc_hpp-%: tests/cpp/test_conc_hpp.cpp include/conc.hpp $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(if $(findstring clang,$*),$(CLANGXX),$(GXX)) -std=$(word 2,$(subst -, ,$*)) $(HPP_WARN) -O1 -g \
+	  -pthread -Iinclude $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+test-cpp: $(HPP_TESTS)
+	@for t in $(HPP_TESTS); do \
+	  echo "$$(basename $$t):"; $$t || exit 1; \
+	done
+
+# Installs into a temporary prefix and builds programs from there with
+# pkg-config (static and shared) and CMake, then uninstalls.
+test-install: lib
+	@MAKE="$(MAKE)" CC="$(CC)" CXX="$(CXX)" tests/install/run.sh
+
+test: check-header header-compile compiler-matrix check-symbols examples test-cpp test-install
 	CONC_STATIC_LIB="$(abspath $(LIB))" CONC_NATIVE_STATIC_LIBS="$(NATIVE_LIBS)" $(CARGO) test
 
 $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
@@ -103,6 +184,53 @@ bench: $(BENCHES) $(EXAMPLES)
 	  echo; echo "==== $$(basename $$b) ===="; \
 	  $$b || exit 1; \
 	done
+
+# pkg-config and CMake files for the directories above, from packaging/*.in.
+# Values are escaped for sed; paths in the CMake files are relative to
+# their own directory, so that an installed tree can be moved.
+sed_escape = $(subst |,\|,$(subst &,\&,$(1)))
+empty :=
+space := $(empty) $(empty)
+PKG_SUBST = sed -e 's|@PREFIX@|$(call sed_escape,$(PREFIX))|g' \
+                -e 's|@LIBDIR@|$(call sed_escape,$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR)))|g' \
+                -e 's|@INCLUDEDIR@|$(call sed_escape,$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR)))|g' \
+                -e 's|@VERSION@|$(VERSION)|g' \
+                -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|g' \
+                -e 's|@DESCRIPTION@|$(call sed_escape,$(DESCRIPTION))|g' \
+                -e 's|@NATIVE_LIBS@|$(strip $(NATIVE_LIBS))|g' \
+                -e 's|@NATIVE_LIBS_CMAKE@|$(subst $(space),;,$(strip $(NATIVE_LIBS)))|g' \
+                -e "s|@SIZEOF_VOID_P@|$$(echo | $(CC) -dM -E - | sed -n 's/^\#define __SIZEOF_POINTER__ //p')|g" \
+                -e "s|@CMAKEDIR_TO_LIBDIR@|$$(realpath -m --relative-to=$(CMAKEDIR) $(LIBDIR))|g" \
+                -e "s|@CMAKEDIR_TO_INCLUDEDIR@|$$(realpath -m --relative-to=$(CMAKEDIR) $(INCLUDEDIR))|g"
+
+packaging: $(NSL)
+	@mkdir -p $(BUILD)/packaging
+	@$(PKG_SUBST) packaging/conc.pc.in > $(BUILD)/packaging/conc.pc
+	@$(PKG_SUBST) packaging/concConfig.cmake.in > $(BUILD)/packaging/concConfig.cmake
+	@$(PKG_SUBST) packaging/concConfigVersion.cmake.in > $(BUILD)/packaging/concConfigVersion.cmake
+	@if grep -n '@[A-Z_]*@' $(BUILD)/packaging/*; then echo "unsubstituted placeholders above"; exit 1; fi
+
+install: lib packaging
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
+	install -m 644 include/conc.h include/conc.hpp $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libconc.a
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB_FILE)
+	ln -sfn $(SHLIB_FILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libconc.so
+	install -m 644 $(BUILD)/packaging/conc.pc $(DESTDIR)$(PKGCONFIGDIR)/conc.pc
+	install -m 644 $(BUILD)/packaging/concConfig.cmake $(BUILD)/packaging/concConfigVersion.cmake \
+	  $(DESTDIR)$(CMAKEDIR)/
+
+print-version:
+	@echo $(VERSION)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/conc.h $(DESTDIR)$(INCLUDEDIR)/conc.hpp
+	rm -f $(DESTDIR)$(LIBDIR)/libconc.a $(DESTDIR)$(LIBDIR)/libconc.so \
+	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SHLIB_FILE)
+	rm -f $(DESTDIR)$(PKGCONFIGDIR)/conc.pc
+	rm -f $(DESTDIR)$(CMAKEDIR)/concConfig.cmake $(DESTDIR)$(CMAKEDIR)/concConfigVersion.cmake
+	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true
 
 # ---- hardening: sanitizers, valgrind, fuzzing ----------------------------
 #

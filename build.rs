@@ -20,6 +20,14 @@ fn main() {
         env::var("TARGET").expect("TARGET")
     );
 
+    // The shared library is versioned: programs record `libconc.so.MAJOR`
+    // (its SONAME) and keep working with any later release of that major
+    // version. `make install` names the file `libconc.so.MAJOR.MINOR.PATCH`.
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,-soname,libconc.so.{}",
+        env::var("CARGO_PKG_VERSION_MAJOR").expect("version")
+    );
+
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable and valid");
     let version = format!(

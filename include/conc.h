@@ -80,6 +80,20 @@ typedef enum conc_status {
 } conc_status;
 
 /**
+ * The element type of a shared list.
+ */
+typedef enum conc_type {
+    /**
+     * 64-bit signed integers (`int64_t`).
+     */
+    CONC_TYPE_I64 = 0,
+    /**
+     * 64-bit floating point numbers (`double`).
+     */
+    CONC_TYPE_F64 = 1,
+} conc_type;
+
+/**
  * How a file is mapped.
  */
 typedef enum conc_access {
@@ -119,6 +133,13 @@ typedef enum conc_whence {
 } conc_whence;
 
 /**
+ * A shared list mapped into this process: the counterpart of Python's
+ * `ShareableList`. Made by `conc_list_create` or `conc_list_open`,
+ * released by `conc_list_close`.
+ */
+typedef struct conc_list conc_list;
+
+/**
  * A memory-mapped file, or anonymous shared memory: an opaque handle made
  * by `conc_mmap_open`, `conc_mmap_open_range` or `conc_mmap_anonymous`
  * and released by `conc_mmap_close`.
@@ -142,6 +163,32 @@ typedef enum conc_whence {
  * arrange with them not to (e.g. with advisory locks) or handle SIGBUS.
  */
 typedef struct conc_mmap conc_mmap;
+
+/**
+ * A named shared memory segment mapped into this process: the
+ * counterpart of Python's `shared_memory.SharedMemory`. Made by
+ * `conc_shm_create` or `conc_shm_open`, released by `conc_shm_close`.
+ */
+typedef struct conc_shm conc_shm;
+
+/**
+ * A child process made by `conc_process_spawn`: a small copyable value,
+ * like `pid_t`. `pid` is the child's process id (0 is never a valid
+ * handle). Joining a zeroed, forged or already joined handle, or a copy of
+ * one, is refused with `CONC_ERR_INVALID_STATE`.
+ */
+typedef struct conc_process {
+    /**
+     * The child's process id, e.g. for `kill(2)`.
+     */
+    int64_t pid;
+} conc_process;
+
+/**
+ * The function a child process runs: its return value, modulo 256, is
+ * the child's exit status.
+ */
+typedef int (*conc_process_fn)(void *arg);
 
 /**
  * A thread handle: a small value that may be copied freely, like
@@ -223,6 +270,151 @@ int conc_last_os_error(void);
  * The string is owned by conc and never freed.
  */
 const char *conc_version(void);
+
+/**
+ * Creates a new shared list of `len` elements of `type`, all zero, in a
+ * new segment named `name` (the rules and the behaviour of
+ * `conc_shm_create`: NULL picks a random `psm_` name, mode 0600, never an
+ * existing segment, no name left behind on failure). Another process
+ * attaches with `conc_list_open(name)` alone.
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_list_close`; the segment stays until `conc_list_unlink`. On
+ * failure `*out` is NULL.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` NULL, bad name, unknown
+ * type, `len` 0), `CONC_ERR_ALREADY_EXISTS`,
+ * `CONC_ERR_RESOURCE_EXHAUSTED` (no space, or a length no segment can
+ * hold), `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_list_create(struct conc_list **out, const char *name, conc_type type, size_t len);
+
+/**
+ * Attaches to the existing shared list `name`, taking its type and length
+ * from the segment.
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_list_close`; on failure NULL.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` or `name` NULL, bad name, or
+ * a segment that is not a conc list, e.g. one made by `conc_shm_create`,
+ * or one still being created), `CONC_ERR_NOT_FOUND`,
+ * `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_RESOURCE_EXHAUSTED`,
+ * `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_list_open(struct conc_list **out, const char *name);
+
+/**
+ * Returns the number of elements, fixed at create. 0 when `list` is NULL.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+size_t conc_list_len(const struct conc_list *list);
+
+/**
+ * Returns the element type, fixed at create. `CONC_TYPE_I64` when `list`
+ * is NULL.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+enum conc_type conc_list_type(const struct conc_list *list);
+
+/**
+ * Returns the list's segment name without a leading `/` (e.g.
+ * `"psm_1f2e3d4c"`), the name other processes pass to `conc_list_open`.
+ * Owned by the handle, valid until `conc_list_close`. `""` when `list` is
+ * NULL.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+const char *conc_list_name(const struct conc_list *list);
+
+/**
+ * Stores `value` at `index` of a `CONC_TYPE_I64` list, atomically (a
+ * release store): every process sees either the old or the new value.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a `CONC_TYPE_F64`
+ * list), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+enum conc_status conc_list_set_i64(struct conc_list *list, size_t index, int64_t value);
+
+/**
+ * Reads the element at `index` of a `CONC_TYPE_I64` list into `*value`,
+ * atomically (an acquire load).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a
+ * `CONC_TYPE_F64` list), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * conc_list_len(list)`). `*value` is written only on success.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `value` NULL or valid for writes.
+ */
+enum conc_status conc_list_get_i64(const struct conc_list *list, size_t index, int64_t *value);
+
+/**
+ * Stores `value` at `index` of a `CONC_TYPE_F64` list, atomically (a
+ * release store of its 64 bits).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a `CONC_TYPE_I64`
+ * list), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+enum conc_status conc_list_set_f64(struct conc_list *list, size_t index, double value);
+
+/**
+ * Reads the element at `index` of a `CONC_TYPE_F64` list into `*value`,
+ * atomically (an acquire load of its 64 bits).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a
+ * `CONC_TYPE_I64` list), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * conc_list_len(list)`). `*value` is written only on success.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `value` NULL or valid for writes.
+ */
+enum conc_status conc_list_get_f64(const struct conc_list *list, size_t index, double *value);
+
+/**
+ * Removes the list's segment name, as `conc_shm_unlink` does: no process
+ * can attach any more; mappings stay usable until closed.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL), `CONC_ERR_NOT_FOUND`
+ * (unlinked already through this handle, or the name is gone),
+ * `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+enum conc_status conc_list_unlink(const struct conc_list *list);
+
+/**
+ * Unmaps the list and frees the handle; the segment and its name stay
+ * (see `conc_list_unlink`). The name pointer is invalid afterwards.
+ *
+ * NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
+ * for a handle closed already, or never made by conc (it is left alone).
+ *
+ * # Safety
+ * `list` must be NULL or a pointer from `conc_list_create`/
+ * `conc_list_open`; no other thread may be using the handle.
+ */
+enum conc_status conc_list_close(struct conc_list *list);
 
 /**
  * Maps the whole file `path` into memory and stores the new handle in
@@ -450,6 +642,187 @@ enum conc_status conc_mmap_flush(struct conc_mmap *map);
  * other thread may be using the map.
  */
 enum conc_status conc_mmap_close(struct conc_mmap *map);
+
+/**
+ * Starts a child process: a fork of the caller that runs `fn(arg)`,
+ * flushes its stdio, and ends with `_exit(fn's return value & 0xff)`. The
+ * parent's `atexit` handlers never run in the child.
+ *
+ * The child sees the caller's memory as it was at the call and shares
+ * every `conc_shm` and `conc_list` mapping and anonymous `conc_mmap` with
+ * it; its other memory is a private copy. Only the calling thread exists
+ * in the child. The child never inherits one of conc's own locks locked
+ * (conc takes them around the fork and releases them on both sides), so
+ * conc calls in the child never deadlock; locks of other libraries held
+ * by other threads at that moment may stay locked in the child, as with
+ * any `fork` (glibc's malloc and stdio are safe). stdio output buffered
+ * before the call is flushed first and printed once, by the parent, even
+ * if another thread buffers more while the fork happens.
+ *
+ * On success `*out` is the child's handle, to be joined once with
+ * `conc_process_join` (an unjoined child stays a zombie until this
+ * process exits). On failure `*out` is the zero handle.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` or `fn` NULL),
+ * `CONC_ERR_RESOURCE_EXHAUSTED` (the OS is out of processes or memory).
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `fn` must be safe to call with
+ * `arg` in the child.
+ */
+enum conc_status conc_process_spawn(struct conc_process *out, conc_process_fn fn, void *arg);
+
+/**
+ * Waits for the child `process` to end and reaps it. `*exit_code` (if
+ * `exit_code` is not NULL) receives its exit status, 0-255, or 128 + the
+ * signal number if a signal killed it (e.g. 137 for SIGKILL).
+ *
+ * Each child is joined once: joining it again, joining the zero handle or
+ * a handle `conc_process_spawn` did not return in this process, or two
+ * threads joining one child at once (one of them succeeds) give
+ * `CONC_ERR_INVALID_STATE`. The handle is the child's pid, so once it is
+ * joined and the OS has recycled that pid for a later child of
+ * `conc_process_spawn`, a stale copy of the old handle names the new
+ * child: join each handle once. (A child that has not been joined keeps
+ * its pid, as a zombie, so this cannot happen before.) If the child was
+ * reaped behind conc's back (`waitpid(-1, ...)`, or SIGCHLD ignored) its
+ * status is lost: `CONC_ERR_INVALID_STATE` with the OS reason (ECHILD).
+ *
+ * # Safety
+ * `exit_code` must be NULL or valid for writes.
+ */
+enum conc_status conc_process_join(struct conc_process process, int *exit_code);
+
+/**
+ * Creates a new shared memory segment of `size` bytes and maps it.
+ *
+ * `name` follows the naming rules: it may start with one `/` (not part of
+ * the name `conc_shm_name` returns), then 1 to 30 characters, each a
+ * letter, digit, `_`, `-` or `.`, and is not `.` or `..`. NULL picks a
+ * fresh random name, `psm_` and 8 lowercase hex digits, retried on a
+ * collision.
+ *
+ * The segment is new (create never attaches to an existing one, whoever
+ * made it), readable and writable by its owner only (mode 0600 whatever
+ * the umask), and zero-filled. Its memory is reserved here, so a full
+ * `/dev/shm` fails now with `CONC_ERR_RESOURCE_EXHAUSTED` rather than
+ * with SIGBUS at a later write. (A memory cgroup limit lower than the
+ * free space of `/dev/shm` is outside what this can check.) When create
+ * fails, no name is left behind.
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_shm_close`; the segment itself stays until `conc_shm_unlink`.
+ * On failure `*out` is NULL.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` NULL, bad name, size 0),
+ * `CONC_ERR_ALREADY_EXISTS` (the name is taken),
+ * `CONC_ERR_RESOURCE_EXHAUSTED` (no space in `/dev/shm`, no memory or
+ * descriptors, or a size no segment can have),
+ * `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_shm_create(struct conc_shm **out, const char *name, size_t size);
+
+/**
+ * Attaches to the existing shared memory segment `name` (same naming
+ * rules as `conc_shm_create`; a leading `/` is optional) and maps all of
+ * it, readable and writable. `conc_shm_size` then reports the segment's
+ * real size.
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_shm_close`; on failure NULL.
+ *
+ * If another process shrinks the segment while it is mapped, touching the
+ * lost pages raises SIGBUS, as with any mapping.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` or `name` NULL, bad name, a
+ * segment of size 0), `CONC_ERR_NOT_FOUND` (no such segment),
+ * `CONC_ERR_PERMISSION_DENIED` (this user may not read and write it),
+ * `CONC_ERR_RESOURCE_EXHAUSTED`, `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_shm_open(struct conc_shm **out, const char *name);
+
+/**
+ * Returns the first byte of the segment's mapping, shared with every
+ * process that maps it; `conc_shm_size(shm)` bytes are readable and
+ * writable. Valid until `conc_shm_close`, even after an unlink. NULL when
+ * `shm` is NULL.
+ *
+ * # Safety
+ * `shm` must be NULL or a live handle.
+ */
+uint8_t *conc_shm_buf(const struct conc_shm *shm);
+
+/**
+ * Returns the segment's size in bytes: the size given to create, or the
+ * real size found by open. 0 when `shm` is NULL.
+ *
+ * # Safety
+ * `shm` must be NULL or a live handle.
+ */
+size_t conc_shm_size(const struct conc_shm *shm);
+
+/**
+ * Returns the segment's name without a leading `/` (e.g.
+ * `"psm_1f2e3d4c"`), the name other processes pass to `conc_shm_open`.
+ * Owned by the handle, valid until `conc_shm_close`. `""` when `shm` is
+ * NULL.
+ *
+ * # Safety
+ * `shm` must be NULL or a live handle.
+ */
+const char *conc_shm_name(const struct conc_shm *shm);
+
+/**
+ * Removes the segment's name, as Python's `SharedMemory.unlink`: no
+ * process can attach to it any more, and its memory goes back to the OS
+ * once every process has closed it. Mappings, this one included, stay
+ * usable until closed. Call it once, from one process.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`shm` NULL), `CONC_ERR_NOT_FOUND`
+ * (this handle unlinked it already, or the name is gone),
+ * `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`. If the name was removed
+ * elsewhere and then taken by a new segment, this removes the new one's
+ * name, as `shm_unlink` would.
+ *
+ * # Safety
+ * `shm` must be NULL or a live handle.
+ */
+enum conc_status conc_shm_unlink(const struct conc_shm *shm);
+
+/**
+ * Removes the name of the segment `name` (same naming rules as
+ * `conc_shm_create`), without attaching to it.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`name` NULL or bad),
+ * `CONC_ERR_NOT_FOUND` (no such segment), `CONC_ERR_PERMISSION_DENIED`,
+ * `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `name` must be NULL or a NUL-terminated string.
+ */
+enum conc_status conc_shm_unlink_name(const char *name);
+
+/**
+ * Unmaps the segment and frees the handle; the segment and its name stay
+ * (see `conc_shm_unlink`). Pointers from `conc_shm_buf` and
+ * `conc_shm_name` are invalid afterwards.
+ *
+ * NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
+ * for a handle closed already, or never made by conc (it is left alone).
+ *
+ * # Safety
+ * `shm` must be NULL or a pointer from `conc_shm_create`/`conc_shm_open`;
+ * no other thread may be using the handle.
+ */
+enum conc_status conc_shm_close(struct conc_shm *shm);
 
 /**
  * Starts a new thread running `fn(arg)` at once, with the default stack

@@ -3,9 +3,7 @@
 //! compiler, run, and must exit 0. Its output is shown on failure.
 //!
 //! `make test` names the library to test in `CONC_STATIC_LIB` (the release
-//! build users link). `cargo test` does not build the staticlib itself, so
-//! without that variable the tests use `target/<profile>/libconc.a`, which
-//! a `cargo build` of the same profile must have made first.
+//! build users link); without it, the tests use the one `cargo test` built.
 
 mod common;
 

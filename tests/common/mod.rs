@@ -3,9 +3,7 @@
 //! as for the C tests (`-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror`).
 //!
 //! `make test` names the library to test in `CONC_STATIC_LIB` (the release
-//! build users link). `cargo test` does not build the staticlib itself, so
-//! without that variable the tests use `target/<profile>/libconc.a`, which
-//! a `cargo build` of the same profile must have made first.
+//! build users link); without it, the tests use the one `cargo test` built.
 
 #![allow(dead_code)] // each test crate uses its own part
 
@@ -38,14 +36,12 @@ pub fn native_static_libs() -> Vec<String> {
 
 /// The static library under test.
 pub fn static_lib() -> PathBuf {
+    // `cargo test` rebuilds deps/libconc.a; the copy in target/<profile>/ is
+    // refreshed only by `cargo build`, so it may be stale.
     let lib = std::env::var_os("CONC_STATIC_LIB")
         .map(PathBuf::from)
-        .unwrap_or_else(|| profile_dir().join("libconc.a"));
-    assert!(
-        lib.exists(),
-        "{} is missing: run `make test`, or `cargo build` before `cargo test`",
-        lib.display()
-    );
+        .unwrap_or_else(|| profile_dir().join("deps").join("libconc.a"));
+    assert!(lib.exists(), "{} is missing", lib.display());
     lib
 }
 
