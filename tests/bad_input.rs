@@ -139,6 +139,8 @@ struct Header {
     functions: Vec<Function>,
     /// Enum name -> its values.
     enums: BTreeMap<String, Vec<i64>>,
+    /// Enum name -> the names of its values.
+    variants: BTreeMap<String, Vec<String>>,
     /// Function-pointer typedefs.
     fn_types: BTreeSet<String>,
     /// Structs with a body (passed by value).
@@ -206,6 +208,7 @@ fn parse_header(text: &str) -> Result<Header, Vec<String>> {
     let mut in_doc = false;
     let mut stmt = String::new();
     let mut enum_block: Option<Vec<i64>> = None;
+    let mut variant_block: Vec<String> = Vec::new();
     let mut next_value = 0i64;
     for line in text.lines() {
         let t = line.trim();
@@ -235,9 +238,12 @@ fn parse_header(text: &str) -> Result<Header, Vec<String>> {
         if let Some(values) = enum_block.as_mut() {
             if let Some(rest) = t.strip_prefix('}') {
                 let name = rest.trim().trim_end_matches(';').trim().to_string();
+                h.variants
+                    .insert(name.clone(), std::mem::take(&mut variant_block));
                 h.enums.insert(name, enum_block.take().unwrap_or_default());
             } else {
                 let item = t.trim_end_matches(',');
+                variant_block.push(item.split('=').next().unwrap_or("").trim().to_string());
                 let value = match item.split_once('=') {
                     Some((_, v)) => match v.trim().parse::<i64>() {
                         Ok(v) => v,
@@ -265,11 +271,13 @@ fn parse_header(text: &str) -> Result<Header, Vec<String>> {
                 continue;
             };
             let mut values = Vec::new();
+            let mut names = Vec::new();
             let mut next = 0i64;
             for item in t[open + 1..close].split(',').map(str::trim) {
                 if item.is_empty() {
                     continue;
                 }
+                names.push(item.split('=').next().unwrap_or("").trim().to_string());
                 let value = match item.split_once('=') {
                     Some((_, v)) => v.trim().parse::<i64>().unwrap_or_else(|_| {
                         errors.push(format!("cannot read the enum value `{item}`"));
@@ -282,6 +290,7 @@ fn parse_header(text: &str) -> Result<Header, Vec<String>> {
             }
             let name = t[close + 1..].trim().trim_end_matches(';').trim();
             h.enums.insert(name.to_string(), values);
+            h.variants.insert(name.to_string(), names);
             continue;
         }
         if t.starts_with("typedef struct") {
@@ -692,8 +701,26 @@ impl Gen<'_> {
             ("r == NULL", "NULL")
         } else if SCALAR_TYPES.contains(&r.base.as_str()) {
             ("r == 0", "0")
-        } else if self.h.enums.contains_key(&r.base) {
-            ("(int)r == 0", "NULL")
+        } else if let Some(names) = self.h.variants.get(&r.base) {
+            // The doc names the value NULL gives: exactly one of the enum's.
+            let named: Vec<&String> = names
+                .iter()
+                .filter(|n| f.doc.contains(n.as_str()))
+                .collect();
+            let [value] = named.as_slice() else {
+                return Err(format!(
+                    "{}: its doc comment does not name the one `{}` value NULL gives",
+                    f.name, r.base
+                ));
+            };
+            return if f.doc.contains("NULL") {
+                Ok(Expect::Value(format!("r == {value}")))
+            } else {
+                Err(format!(
+                    "{}: its doc comment does not say what NULL gives",
+                    f.name
+                ))
+            };
         } else {
             return Err(format!(
                 "{}: no rule for what `{}` returns when given NULL: add one in bad_input.rs",
