@@ -6,17 +6,25 @@
 //!   count_lines on maps of files written to a temporary directory (whole
 //!   files and ranges) and on anonymous maps;
 //! - the split of count_lines over threads, on small data with any
-//!   number of threads, and on maps large enough for the threaded path.
+//!   number of threads, and on maps large enough for the threaded path;
+//! - shared memory and list names against the rules of API.md: valid
+//!   names create, open and unlink fine (with or without the leading
+//!   `/`), invalid ones give `CONC_ERR_INVALID_ARGUMENT` everywhere.
 //!
 //! Case counts are kept so that the whole file runs in a few seconds.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use conc::error::{conc_status, CONC_ERR_INVALID_ARGUMENT, CONC_ERR_OUT_OF_RANGE, CONC_OK};
+use conc::error::{
+    conc_status, CONC_ERR_INVALID_ARGUMENT, CONC_ERR_NOT_FOUND, CONC_ERR_OUT_OF_RANGE, CONC_OK,
+};
+use conc::list::*;
 use conc::mmap::*;
+use conc::shm::*;
 use proptest::prelude::*;
 
 /// A map that is closed when dropped.
@@ -448,6 +456,191 @@ proptest! {
         }
         for threads in [2, 3, 7] {
             prop_assert_eq!(count_lines_split(&data, threads), want);
+        }
+    }
+}
+
+// ---- shared memory and list names ---------------------------------------
+
+/// The characters a name may have besides an optional leading `/`.
+const NAME_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.";
+
+/// Names are global to the machine: one name test at a time in this
+/// process, so two cases never race for the same name.
+static NAMES: Mutex<()> = Mutex::new(());
+
+fn name_body(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(NAME_CHARS), len)
+}
+
+/// A valid name: an optional `/`, then 1 to 30 allowed characters, not
+/// `.` or `..`. Returns (the name as given, the name without its `/`).
+fn valid_name() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    (any::<bool>(), name_body(1..=30))
+        .prop_filter("not . or ..", |(_, b)| b != b"." && b != b"..")
+        .prop_map(|(slash, body)| {
+            let mut name = if slash { b"/".to_vec() } else { Vec::new() };
+            name.extend_from_slice(&body);
+            (name, body)
+        })
+}
+
+/// An invalid name, each way a name can be wrong.
+fn invalid_name() -> impl Strategy<Value = Vec<u8>> {
+    let slash = || prop_oneof![Just(Vec::new()), Just(b"/".to_vec())];
+    // Any byte but NUL that is not allowed ('/' included: only one, first).
+    let bad_byte = (1u8..=255).prop_filter("not allowed", |b| !NAME_CHARS.contains(b));
+    prop_oneof![
+        slash(),
+        (slash(), name_body(31..=60)).prop_map(|(mut s, b)| {
+            s.extend(b);
+            s
+        }),
+        (
+            slash(),
+            name_body(0..=29),
+            bad_byte,
+            any::<prop::sample::Index>()
+        )
+            .prop_map(|(mut s, mut b, bad, at)| {
+                let at = at.index(b.len() + 1);
+                b.insert(at, bad);
+                s.extend(b);
+                s
+            }),
+        (
+            slash(),
+            prop_oneof![Just(b".".to_vec()), Just(b"..".to_vec())]
+        )
+            .prop_map(|(mut s, b)| {
+                s.extend(b);
+                s
+            }),
+        name_body(1..=29).prop_map(|b| [b"//".as_slice(), &b].concat()),
+    ]
+}
+
+fn exists_in_dev_shm(body: &[u8]) -> bool {
+    std::path::Path::new("/dev/shm")
+        .join(std::str::from_utf8(body).expect("ASCII"))
+        .exists()
+}
+
+fn c_name(name: &[u8]) -> CString {
+    CString::new(name).expect("no NUL in generated names")
+}
+
+/// The other spelling of a valid name: with the `/` if it had none, and
+/// the other way round.
+fn other_spelling(name: &[u8], body: &[u8]) -> CString {
+    if name.first() == Some(&b'/') {
+        c_name(body)
+    } else {
+        c_name(&[b"/".as_slice(), body].concat())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn valid_shm_names_create_open_and_unlink((name, body) in valid_name(), size in 1usize..10000) {
+        let _one_at_a_time = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        prop_assume!(!exists_in_dev_shm(&body)); // someone else's segment
+        let cname = c_name(&name);
+        let mut shm = ptr::null_mut();
+        // SAFETY: out is a local, the name a C string.
+        let s = unsafe { conc_shm_create(&mut shm, cname.as_ptr(), size) };
+        prop_assert_eq!(s, CONC_OK, "{}", conc::error::last_error_message());
+        let result = (|| {
+            // SAFETY: a live handle; the name is a C string it owns.
+            let got = unsafe { CStr::from_ptr(conc_shm_name(shm)) };
+            prop_assert_eq!(got.to_bytes(), body.as_slice());
+            // SAFETY: a live handle.
+            prop_assert_eq!(unsafe { conc_shm_size(shm) }, size);
+            prop_assert!(exists_in_dev_shm(&body));
+            // Attach by the other spelling, then unlink by it.
+            let other = other_spelling(&name, &body);
+            let mut again = ptr::null_mut();
+            // SAFETY: out is a local, the name a C string.
+            prop_assert_eq!(unsafe { conc_shm_open(&mut again, other.as_ptr()) }, CONC_OK);
+            // SAFETY: a live handle.
+            prop_assert_eq!(unsafe { conc_shm_size(again) }, size);
+            // SAFETY: a live handle, closed once.
+            prop_assert_eq!(unsafe { conc_shm_close(again) }, CONC_OK);
+            // SAFETY: a C string.
+            prop_assert_eq!(unsafe { conc_shm_unlink_name(other.as_ptr()) }, CONC_OK);
+            prop_assert!(!exists_in_dev_shm(&body));
+            let mut gone = ptr::null_mut();
+            // SAFETY: out is a local, the name a C string.
+            prop_assert_eq!(unsafe { conc_shm_open(&mut gone, cname.as_ptr()) }, CONC_ERR_NOT_FOUND);
+            Ok(())
+        })();
+        // SAFETY: the name is a C string; the handle is live and closed once.
+        unsafe {
+            conc_shm_unlink_name(cname.as_ptr());
+            prop_assert_eq!(conc_shm_close(shm), CONC_OK);
+        }
+        result?;
+    }
+
+    #[test]
+    fn valid_list_names_create_open_and_unlink((name, body) in valid_name(), len in 1usize..500, f64s in any::<bool>()) {
+        let _one_at_a_time = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        prop_assume!(!exists_in_dev_shm(&body));
+        let cname = c_name(&name);
+        let ty = if f64s { CONC_TYPE_F64 } else { CONC_TYPE_I64 };
+        let mut list = ptr::null_mut();
+        // SAFETY: out is a local, the name a C string.
+        let s = unsafe { conc_list_create(&mut list, cname.as_ptr(), RawType(ty as u32), len) };
+        prop_assert_eq!(s, CONC_OK, "{}", conc::error::last_error_message());
+        let result = (|| {
+            // SAFETY: a live handle; the name is a C string it owns.
+            let got = unsafe { CStr::from_ptr(conc_list_name(list)) };
+            prop_assert_eq!(got.to_bytes(), body.as_slice());
+            let other = other_spelling(&name, &body);
+            let mut again = ptr::null_mut();
+            // SAFETY: out is a local, the name a C string.
+            prop_assert_eq!(unsafe { conc_list_open(&mut again, other.as_ptr()) }, CONC_OK);
+            // SAFETY: live handles.
+            unsafe {
+                prop_assert_eq!(conc_list_len(again), len);
+                prop_assert_eq!(conc_list_type(again) as u32, ty as u32);
+                prop_assert_eq!(conc_list_unlink(again), CONC_OK);
+                prop_assert_eq!(conc_list_close(again), CONC_OK);
+            }
+            prop_assert!(!exists_in_dev_shm(&body));
+            Ok(())
+        })();
+        // SAFETY: the handle is live and closed once.
+        unsafe {
+            conc_shm_unlink_name(cname.as_ptr());
+            prop_assert_eq!(conc_list_close(list), CONC_OK);
+        }
+        result?;
+    }
+
+    #[test]
+    fn invalid_names_are_refused_everywhere(name in invalid_name()) {
+        let cname = c_name(&name);
+        let mut shm = 1 as *mut conc_shm;
+        let mut list = 1 as *mut conc_list;
+        // SAFETY: outs are locals, the name a C string; nothing is created.
+        unsafe {
+            prop_assert_eq!(conc_shm_create(&mut shm, cname.as_ptr(), 64), CONC_ERR_INVALID_ARGUMENT);
+            prop_assert!(shm.is_null());
+            let msg = conc::error::last_error_message();
+            prop_assert!(msg.contains("conc_shm_create(") && msg.contains("invalid shared memory name"), "{}", msg);
+            shm = 1 as *mut conc_shm;
+            prop_assert_eq!(conc_shm_open(&mut shm, cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
+            prop_assert!(shm.is_null());
+            prop_assert_eq!(conc_shm_unlink_name(cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
+            let ty = RawType(CONC_TYPE_I64 as u32);
+            prop_assert_eq!(conc_list_create(&mut list, cname.as_ptr(), ty, 4), CONC_ERR_INVALID_ARGUMENT);
+            prop_assert!(list.is_null());
+            list = 1 as *mut conc_list;
+            prop_assert_eq!(conc_list_open(&mut list, cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
+            prop_assert!(list.is_null());
         }
     }
 }
