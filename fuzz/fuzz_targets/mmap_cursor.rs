@@ -57,7 +57,11 @@ fuzz_target!(|input: Input| {
                 )
             };
             assert_eq!(s, CONC_OK, "{}", conc::error::last_error_message());
-            let end = if length == 0 { data.len() } else { offset + length };
+            let end = if length == 0 {
+                data.len()
+            } else {
+                offset + length
+            };
             (common::Map(m), &data[offset..end])
         }
     };

@@ -23,16 +23,33 @@ struct Input {
 }
 
 fn search(map: &common::Map, needle: &[u8], start: u64, reverse: bool) -> i64 {
-    let f = if reverse { conc_mmap_rfind } else { conc_mmap_find };
-    let p = if needle.is_empty() { ptr::null() } else { needle.as_ptr().cast() };
+    let f = if reverse {
+        conc_mmap_rfind
+    } else {
+        conc_mmap_find
+    };
+    let p = if needle.is_empty() {
+        ptr::null()
+    } else {
+        needle.as_ptr().cast()
+    };
     let mut pos = i64::MIN;
     // SAFETY: an open map; needle readable for its length; a local.
-    assert_eq!(unsafe { f(map.0, p, needle.len(), start, &mut pos) }, CONC_OK);
+    assert_eq!(
+        unsafe { f(map.0, p, needle.len(), start, &mut pos) },
+        CONC_OK
+    );
     pos
 }
 
 fuzz_target!(|input: Input| {
-    let Input { data, needle, taken, mut starts, anonymous } = input;
+    let Input {
+        data,
+        needle,
+        taken,
+        mut starts,
+        anonymous,
+    } = input;
     let map = common::map_of(&data, anonymous);
     let mut needles = vec![needle];
     if !data.is_empty() {

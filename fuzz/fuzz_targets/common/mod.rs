@@ -66,7 +66,11 @@ pub fn map_of(bytes: &[u8], anonymous: bool) -> Map {
         let file = MemFile::new(bytes);
         // SAFETY: out is a local, the path a C string.
         let s = unsafe {
-            conc_mmap_open(&mut m, file.path.as_ptr(), RawAccess(CONC_ACCESS_READ as u32))
+            conc_mmap_open(
+                &mut m,
+                file.path.as_ptr(),
+                RawAccess(CONC_ACCESS_READ as u32),
+            )
         };
         assert_eq!(s, CONC_OK, "{}", conc::error::last_error_message());
     }
