@@ -827,6 +827,7 @@ fn fixtures(h: &Header) -> String {
     let has = |f: &str| h.functions.iter().any(|x| x.name == f);
     let mut s = String::from(
         r#"#include "check.h"
+#include "shm_snapshot.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -939,6 +940,7 @@ static int fx_sweep(void) {
 }
 
 int main(void) {
+    shm_snapshot_begin(); /* alone in /dev/shm among the conc tests, and left as found */
     fx_run = (long)getpid();
     snprintf(fx_dir, sizeof fx_dir, "/tmp/conc_bad_input_XXXXXX");
     if (!mkdtemp(fx_dir)) { perror("mkdtemp"); return 1; }
@@ -1072,7 +1074,7 @@ fn bad_input_matrix() {
     }
     unlink(fx_path);
     rmdir(fx_dir);
-    return CHECK_SUMMARY();
+    return shm_snapshot_end(CHECK_SUMMARY());
 }
 "#,
     );

@@ -469,6 +469,23 @@ const NAME_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 /// process, so two cases never race for the same name.
 static NAMES: Mutex<()> = Mutex::new(());
 
+/// The lock the C test programs hold (exclusively) while they compare
+/// /dev/shm before and after (tests/c/shm_snapshot.h); held shared while
+/// a case has a segment, as the library's unit tests do.
+fn dev_shm_lock() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open("/tmp/conc-dev-shm-tests.lock")
+        .expect("open the /dev/shm test lock");
+    // SAFETY: a valid open descriptor.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) }, 0);
+    file
+}
+
 fn name_body(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(prop::sample::select(NAME_CHARS), len)
 }
@@ -546,6 +563,7 @@ proptest! {
     #[test]
     fn valid_shm_names_create_open_and_unlink((name, body) in valid_name(), size in 1usize..10000) {
         let _one_at_a_time = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let _shared = dev_shm_lock();
         prop_assume!(!exists_in_dev_shm(&body)); // someone else's segment
         let cname = c_name(&name);
         let mut shm = ptr::null_mut();
@@ -587,6 +605,7 @@ proptest! {
     #[test]
     fn valid_list_names_create_open_and_unlink((name, body) in valid_name(), len in 1usize..500, f64s in any::<bool>()) {
         let _one_at_a_time = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let _shared = dev_shm_lock();
         prop_assume!(!exists_in_dev_shm(&body));
         let cname = c_name(&name);
         let ty = if f64s { CONC_TYPE_F64 } else { CONC_TYPE_I64 };

@@ -29,6 +29,41 @@ fn valid(name: &[u8]) -> bool {
         && body != b".."
 }
 
+/// The lock conc's C tests hold exclusively while they compare /dev/shm
+/// before and after (tests/c/shm_snapshot.h): held shared for each input,
+/// so that fuzzing beside `make test` does not disturb it.
+fn dev_shm_lock() -> &'static std::fs::File {
+    static LOCK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open("/tmp/conc-dev-shm-tests.lock")
+            .expect("open the /dev/shm test lock")
+    })
+}
+
+struct Shared(i32);
+
+impl Shared {
+    fn take() -> Shared {
+        use std::os::fd::AsRawFd;
+        let fd = dev_shm_lock().as_raw_fd();
+        // SAFETY: a valid open descriptor.
+        assert_eq!(unsafe { libc::flock(fd, libc::LOCK_SH) }, 0);
+        Shared(fd)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: a valid open descriptor.
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
+    }
+}
+
 fn exists(body: &[u8]) -> bool {
     std::path::Path::new("/dev/shm")
         .join(String::from_utf8_lossy(body).as_ref())
@@ -36,6 +71,7 @@ fn exists(body: &[u8]) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _shared = Shared::take();
     let (as_list, name) = match data.split_first() {
         Some((first, rest)) => (first & 1 == 1, rest),
         None => (false, data),

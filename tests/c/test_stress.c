@@ -9,6 +9,7 @@
  * file takes about 10 s under valgrind); only the RSS check is skipped
  * there. */
 #include "check.h"
+#include "shm_snapshot.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -429,11 +430,12 @@ TEST(a_creator_killed_before_unlink_leaves_a_segment_others_can_remove) {
 }
 
 int main(void) {
+    shm_snapshot_begin(); /* alone in /dev/shm among the conc tests, and left as found */
     RUN(ten_thousand_spawn_join_cycles_from_8_threads);
     RUN(many_maps_opened_and_closed);
     RUN(ten_thousand_segments_created_and_unlinked);
     RUN(descriptors_heap_and_rss_are_the_same_after);
     RUN(a_writer_killed_mid_write_leaves_the_list_readable);
     RUN(a_creator_killed_before_unlink_leaves_a_segment_others_can_remove);
-    return CHECK_SUMMARY();
+    return shm_snapshot_end(CHECK_SUMMARY());
 }
