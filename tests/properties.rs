@@ -98,19 +98,17 @@ impl Map {
     }
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("conc_properties_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the temporary directory");
-    dir
-}
-
 /// A file with `bytes`, removed when dropped.
 struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(bytes: &[u8]) -> TempFile {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = temp_dir().join(format!("f{}", N.fetch_add(1, Ordering::Relaxed)));
+        let path = std::env::temp_dir().join(format!(
+            "conc_properties_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(&path, bytes).expect("write the temporary file");
         TempFile(path)
     }
