@@ -6,6 +6,9 @@
 #   make test          header checks, examples, library and install checks,
 #                      the C++ tests, then cargo test (Rust + C tests)
 #   make bench         the benchmarks in benches/, each against its baseline
+#   make sanitize      C tests and examples under ASan+UBSan, thread ones under TSan
+#   make valgrind      C tests and examples under valgrind's memcheck
+#   make fuzz          each fuzz target for FUZZ_SECONDS (needs cargo-fuzz)
 #   make install       headers, libraries, pkg-config and CMake files under
 #                      PREFIX (default /usr/local), honouring DESTDIR
 #   make uninstall     removes what make install put there
@@ -57,6 +60,7 @@ DESTDIR      ?=
 
 .PHONY: all lib examples run-examples test check-header header-compile bench clean FORCE
 .PHONY: install uninstall packaging check-symbols compiler-matrix test-cpp test-install print-version
+.PHONY: sanitize sanitize-asan sanitize-tsan valgrind fuzz
 
 all: lib
 
@@ -227,6 +231,94 @@ uninstall:
 	rm -f $(DESTDIR)$(PKGCONFIGDIR)/conc.pc
 	rm -f $(DESTDIR)$(CMAKEDIR)/concConfig.cmake $(DESTDIR)$(CMAKEDIR)/concConfigVersion.cmake
 	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true
+
+# ---- hardening: sanitizers, valgrind, fuzzing ----------------------------
+#
+# The C tests and examples are built with the sanitizers and linked with
+# the release libconc.a, which is not instrumented: ASan/UBSan/TSan check
+# the C side and the libc/pthread calls they intercept (malloc and free,
+# pthread_create/join, mutexes, memcpy...), not the Rust code's own memory
+# accesses. See tests/tools/run_checked.sh for how reports are caught.
+
+C_TESTS  := $(sort $(wildcard tests/c/test_*.c))
+SAN      := $(BUILD)/sanitize
+TEST_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) -pthread -Iinclude -Itests/c
+ASAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+TSAN_FLAGS  := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+
+ASAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/asan/%,$(C_TESTS))
+ASAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/asan/examples/%,$(EXAMPLES))
+# Threads under TSan: the thread and stress tests and the thread examples.
+TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(filter %/test_thread.c %/test_stress.c,$(C_TESTS)))
+TSAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/tsan/examples/%,$(foreach e,$(EXAMPLES),$(if $(findstring thread,$(notdir $(e))),$(e))))
+
+# halt_on_error: the first report ends the process, so it counts even in a
+# forked child that leaves with _exit. handle_sigbus=0: a SIGBUS stays a
+# SIGBUS (the mmap tests check that touching pages lost to a truncation
+# raises it); ASan still reports SIGSEGV.
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1:strict_string_checks=1:handle_sigbus=0 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            LSAN_OPTIONS=suppressions=$(abspath tests/tools/lsan.supp):print_suppressions=0
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(abspath tests/tools/tsan.supp):print_suppressions=0
+
+$(SAN)/asan/%: tests/c/%.c tests/c/check.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(ASAN_FLAGS) $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+$(SAN)/asan/examples/%: c_examples/%.c $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(EX_CFLAGS) $(ASAN_FLAGS) $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+$(SAN)/asan/examples/%: c_examples/%.cpp $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CXX) $(EX_CXXFLAGS) $(ASAN_FLAGS) $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+$(SAN)/tsan/%: tests/c/%.c tests/c/check.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(TSAN_FLAGS) $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+$(SAN)/tsan/examples/%: c_examples/%.c $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(EX_CFLAGS) $(TSAN_FLAGS) $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+$(SAN)/tsan/examples/%: c_examples/%.cpp $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CXX) $(EX_CXXFLAGS) $(TSAN_FLAGS) $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+sanitize: sanitize-asan sanitize-tsan
+
+sanitize-asan: $(ASAN_TESTS) $(ASAN_EXAMPLES)
+	@$(ASAN_ENV) tests/tools/run_checked.sh asan+ubsan $(SAN)/asan/logs -- $^
+
+sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES)
+	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $^
+
+# memcheck on the same programs as `make test` builds them (-O2 -g): the
+# C tests (built here) and the examples. Forked children are checked too
+# (each writes its own log); --trace-children follows any exec.
+VG_TESTS := $(patsubst tests/c/%.c,$(BUILD)/valgrind/%,$(C_TESTS))
+VALGRIND ?= valgrind
+VG_FLAGS := -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite --trace-children=yes --child-silent-after-fork=no \
+            --max-threads=2000 --suppressions=$(abspath tests/tools/valgrind.supp) \
+            --log-file=%NAME%.vg.%p.log
+
+$(BUILD)/valgrind/%: tests/c/%.c tests/c/check.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) -O2 -g $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+valgrind: $(VG_TESTS) $(EXAMPLES)
+	@CONC_UNDER_VALGRIND=1 tests/tools/run_checked.sh memcheck $(BUILD)/valgrind/logs \
+	  $(VALGRIND) $(VG_FLAGS) -- $^
+
+# Each cargo-fuzz target for FUZZ_SECONDS (see fuzz/README.md). Needs
+# cargo-fuzz and a nightly compiler, or RUSTC_BOOTSTRAP=1 on stable.
+FUZZ_SECONDS ?= 30
+fuzz:
+	@cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+	  echo "==== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

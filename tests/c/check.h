@@ -17,6 +17,51 @@
 
 #include "conc.h"
 
+/* Which sanitizer this test is built with (`make sanitize`): gcc defines
+ * __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__, clang has __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHECK_ASAN 1
+#endif
+#endif
+#ifndef CHECK_ASAN
+#define CHECK_ASAN 0
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CHECK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHECK_TSAN 1
+#endif
+#endif
+#ifndef CHECK_TSAN
+#define CHECK_TSAN 0
+#endif
+
+#if CHECK_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+/* Ends the current case early, as passed, in a build where it cannot run,
+ * printing why; `when` is CHECK_ASAN, CHECK_TSAN or any condition. The
+ * normal build always runs the whole case. */
+#define SKIP_IF(when, reason)                                                      \
+    do {                                                                           \
+        if (when) {                                                                \
+            printf("  skipped here: %s\n", (reason));                              \
+            return;                                                                \
+        }                                                                          \
+    } while (0)
+
+/* Under valgrind (`make valgrind` sets CONC_UNDER_VALGRIND): everything
+ * runs many times slower, so stress counts may be scaled down. */
+__attribute__((unused)) static int check_under_valgrind_(void) {
+    const char *v = getenv("CONC_UNDER_VALGRIND");
+    return v != NULL && v[0] != '\0' && v[0] != '0';
+}
+
 __attribute__((unused)) static int check_failures_ = 0; /* within one case (in its child) */
 __attribute__((unused)) static int check_passed_ = 0;   /* cases, in the parent */
 __attribute__((unused)) static int check_failed_ = 0;
@@ -70,6 +115,14 @@ __attribute__((unused)) static void check_run_(const char *name, void (*fn)(void
     }
     if (pid == 0) {
         fn();
+#if CHECK_ASAN
+        /* The child leaves with _exit, which skips LeakSanitizer's check at
+         * exit: check this case's leaks here. */
+        if (__lsan_do_recoverable_leak_check() != 0) {
+            fprintf(stderr, "  %s leaked memory (see the report above)\n", name);
+            check_failures_++;
+        }
+#endif
         fflush(stdout);
         fflush(stderr);
         _exit(check_failures_ == 0 ? 0 : 1);
