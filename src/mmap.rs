@@ -831,11 +831,26 @@ pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
     newlines as u64 + u64::from(unterminated)
 }
 
+/// The number of cores `count_lines` may use, found once (see [`cores`]).
+static CORES: OnceLock<usize> = OnceLock::new();
+
 /// The number of cores `count_lines` may use.
 fn cores() -> usize {
     // Asking the OS reads the cgroup's CPU quota: a few microseconds, so once.
-    static CORES: OnceLock<usize> = OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Completes every lazy initialisation of this module now, for
+/// `conc_process_spawn` to call before it forks (see
+/// `thread::init_lazy_statics`).
+pub(crate) fn init_lazy_statics() {
+    cores();
+}
+
+/// Whether every lazy initialisation of this module is complete.
+#[cfg(test)]
+pub(crate) fn lazy_statics_ready() -> bool {
+    CORES.get().is_some()
 }
 
 /// Counts the lines of the map and stores the count in `*lines`: the
