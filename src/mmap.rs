@@ -931,6 +931,9 @@ pub unsafe extern "C" fn conc_mmap_flush(map: *mut conc_mmap) -> conc_status {
 /// Errors: `CONC_ERR_INVALID_STATE` if `map` was closed already or is not a
 /// map made by conc (it is then left alone); `CONC_ERR_IO` (or the status
 /// of the OS error) if unmapping fails: the handle is freed all the same.
+/// The check is a safety net, not a licence: once a handle is closed, conc
+/// may hand out its address again for a new map, which a second close of
+/// the stale pointer would then close.
 ///
 /// # Safety
 /// `map` must be NULL or a pointer returned by a conc open function; no

@@ -95,7 +95,9 @@ unsafe fn run_child(f: unsafe extern "C" fn(*mut c_void) -> c_int, arg: *mut c_v
 /// by other threads at that moment may stay locked in the child, as with
 /// any `fork` (glibc's malloc and stdio are safe). stdio output buffered
 /// before the call is flushed first and printed once, by the parent, even
-/// if another thread buffers more while the fork happens.
+/// if another thread writes more to `stdout` or `stderr` while the fork
+/// happens; output that another thread buffers in any other stream at that
+/// very moment may be written by the child as well.
 ///
 /// On success `*out` is the child's handle, to be joined once with
 /// `conc_process_join` (an unjoined child stays a zombie until this
