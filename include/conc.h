@@ -300,6 +300,9 @@ enum conc_status conc_list_create(struct conc_list **out, const char *name, conc
  * On success `*out` is the new handle, owned by the caller until
  * `conc_list_close`; on failure NULL.
  *
+ * If another process shrinks the segment while it is mapped, touching the
+ * lost elements raises SIGBUS, as with any mapping.
+ *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` or `name` NULL, bad name, or
  * a segment that is not a conc list, e.g. one made by `conc_shm_create`,
  * or one still being created), `CONC_ERR_NOT_FOUND`,
@@ -409,6 +412,9 @@ enum conc_status conc_list_unlink(const struct conc_list *list);
  *
  * NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
  * for a handle closed already, or never made by conc (it is left alone).
+ * The check is a safety net, not a licence: once a handle is closed, conc
+ * may hand out its address again for a new list, which a second close
+ * of the stale pointer would then close.
  *
  * # Safety
  * `list` must be NULL or a pointer from `conc_list_create`/
@@ -636,6 +642,9 @@ enum conc_status conc_mmap_flush(struct conc_mmap *map);
  * Errors: `CONC_ERR_INVALID_STATE` if `map` was closed already or is not a
  * map made by conc (it is then left alone); `CONC_ERR_IO` (or the status
  * of the OS error) if unmapping fails: the handle is freed all the same.
+ * The check is a safety net, not a licence: once a handle is closed, conc
+ * may hand out its address again for a new map, which a second close of
+ * the stale pointer would then close.
  *
  * # Safety
  * `map` must be NULL or a pointer returned by a conc open function; no
@@ -657,7 +666,9 @@ enum conc_status conc_mmap_close(struct conc_mmap *map);
  * by other threads at that moment may stay locked in the child, as with
  * any `fork` (glibc's malloc and stdio are safe). stdio output buffered
  * before the call is flushed first and printed once, by the parent, even
- * if another thread buffers more while the fork happens.
+ * if another thread writes more to `stdout` or `stderr` while the fork
+ * happens; output that another thread buffers in any other stream at that
+ * very moment may be written by the child as well.
  *
  * On success `*out` is the child's handle, to be joined once with
  * `conc_process_join` (an unjoined child stays a zombie until this
@@ -817,6 +828,9 @@ enum conc_status conc_shm_unlink_name(const char *name);
  *
  * NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
  * for a handle closed already, or never made by conc (it is left alone).
+ * The check is a safety net, not a licence: once a handle is closed, conc
+ * may hand out its address again for a new segment handle, which a second close
+ * of the stale pointer would then close.
  *
  * # Safety
  * `shm` must be NULL or a pointer from `conc_shm_create`/`conc_shm_open`;

@@ -228,6 +228,9 @@ pub unsafe extern "C" fn conc_list_create(
 /// On success `*out` is the new handle, owned by the caller until
 /// `conc_list_close`; on failure NULL.
 ///
+/// If another process shrinks the segment while it is mapped, touching the
+/// lost elements raises SIGBUS, as with any mapping.
+///
 /// Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` or `name` NULL, bad name, or
 /// a segment that is not a conc list, e.g. one made by `conc_shm_create`,
 /// or one still being created), `CONC_ERR_NOT_FOUND`,
@@ -451,6 +454,9 @@ pub unsafe extern "C" fn conc_list_unlink(list: *const conc_list) -> conc_status
 ///
 /// NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
 /// for a handle closed already, or never made by conc (it is left alone).
+/// The check is a safety net, not a licence: once a handle is closed, conc
+/// may hand out its address again for a new list, which a second close
+/// of the stale pointer would then close.
 ///
 /// # Safety
 /// `list` must be NULL or a pointer from `conc_list_create`/

@@ -798,6 +798,14 @@ fn count_newlines(data: &[u8]) -> usize {
     bytecount::count(data, b'\n')
 }
 
+/// Where thread `i` of `n` starts counting `len` bytes: `len * i / n`,
+/// computed without overflow (`len * i` alone overflows a `usize` for
+/// maps over `usize::MAX / n` bytes, e.g. 2 GiB on 32-bit systems).
+fn split_point(len: usize, i: usize, n: usize) -> usize {
+    // i <= n, so the result is at most len and fits back in a usize.
+    (len as u128 * i as u128 / n.max(1) as u128) as usize
+}
+
 /// What a readline loop over `data` returns: the newlines, plus one when
 /// `data` does not end with one. Split between `threads` threads.
 pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
@@ -805,7 +813,8 @@ pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
         count_newlines(data)
     } else {
         let len = data.len();
-        let piece = |i: usize| &data[len * i / threads..len * (i + 1) / threads];
+        let piece =
+            |i: usize| &data[split_point(len, i, threads)..split_point(len, i + 1, threads)];
         std::thread::scope(|s| {
             let handles: Vec<_> = (1..threads)
                 .map(|i| {
@@ -831,11 +840,26 @@ pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
     newlines as u64 + u64::from(unterminated)
 }
 
+/// The number of cores `count_lines` may use, found once (see [`cores`]).
+static CORES: OnceLock<usize> = OnceLock::new();
+
 /// The number of cores `count_lines` may use.
 fn cores() -> usize {
     // Asking the OS reads the cgroup's CPU quota: a few microseconds, so once.
-    static CORES: OnceLock<usize> = OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Completes every lazy initialisation of this module now, for
+/// `conc_process_spawn` to call before it forks (see
+/// `thread::init_lazy_statics`).
+pub(crate) fn init_lazy_statics() {
+    cores();
+}
+
+/// Whether every lazy initialisation of this module is complete.
+#[cfg(test)]
+pub(crate) fn lazy_statics_ready() -> bool {
+    CORES.get().is_some()
 }
 
 /// Counts the lines of the map and stores the count in `*lines`: the
@@ -907,6 +931,9 @@ pub unsafe extern "C" fn conc_mmap_flush(map: *mut conc_mmap) -> conc_status {
 /// Errors: `CONC_ERR_INVALID_STATE` if `map` was closed already or is not a
 /// map made by conc (it is then left alone); `CONC_ERR_IO` (or the status
 /// of the OS error) if unmapping fails: the handle is freed all the same.
+/// The check is a safety net, not a licence: once a handle is closed, conc
+/// may hand out its address again for a new map, which a second close of
+/// the stale pointer would then close.
 ///
 /// # Safety
 /// `map` must be NULL or a pointer returned by a conc open function; no
@@ -1008,6 +1035,25 @@ mod tests {
     /// What a readline loop counts, the slow way.
     fn naive_lines(data: &[u8]) -> u64 {
         data.split_inclusive(|&b| b == b'\n').count() as u64
+    }
+
+    #[test]
+    fn split_points_do_not_overflow() {
+        assert_eq!(split_point(10, 0, 3), 0);
+        assert_eq!(split_point(10, 1, 3), 3);
+        assert_eq!(split_point(10, 3, 3), 10);
+        let len = usize::MAX - 1;
+        assert_eq!(split_point(len, 1, 2), len / 2);
+        assert_eq!(split_point(len, 2, 2), len);
+        for n in 1..=64 {
+            let mut last = 0;
+            for i in 0..=n {
+                let at = split_point(len, i, n);
+                assert!(at >= last && at <= len);
+                last = at;
+            }
+            assert_eq!(last, len);
+        }
     }
 
     #[test]

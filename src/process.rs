@@ -7,7 +7,11 @@
 //! therefore takes its own locks (the thread registry, the live-object set,
 //! the child registry below) before `fork` and releases them right after it
 //! in both processes: the child never inherits one of them locked, so conc
-//! calls made by `fn` do not deadlock. glibc does the same for malloc and
+//! calls made by `fn` do not deadlock. For the same reason conc completes
+//! its lazy initialisations (`OnceLock`s) before the fork: one under way in
+//! another thread at the fork would stay under way in the child forever,
+//! and the child's first call needing it would wait for ever. glibc does
+//! the same for malloc and
 //! stdio. Between the fork and `fn` the child does nothing that allocates
 //! or takes a lock: it unlocks the guards (atomic stores), clears its copy
 //! of the child registry (no allocation), and discards the stdio output
@@ -91,7 +95,9 @@ unsafe fn run_child(f: unsafe extern "C" fn(*mut c_void) -> c_int, arg: *mut c_v
 /// by other threads at that moment may stay locked in the child, as with
 /// any `fork` (glibc's malloc and stdio are safe). stdio output buffered
 /// before the call is flushed first and printed once, by the parent, even
-/// if another thread buffers more while the fork happens.
+/// if another thread writes more to `stdout` or `stderr` while the fork
+/// happens; output that another thread buffers in any other stream at that
+/// very moment may be written by the child as well.
 ///
 /// On success `*out` is the child's handle, to be joined once with
 /// `conc_process_join` (an unjoined child stays a zombie until this
@@ -120,6 +126,11 @@ pub unsafe extern "C" fn conc_process_spawn(
         // before taking any lock: a flush may block on a pipe.
         // SAFETY: fflush(NULL) flushes every output stream.
         unsafe { libc::fflush(std::ptr::null_mut()) };
+
+        // Any lazy initialisation under way in another thread is waited
+        // for here, so that none is half done in the child.
+        crate::thread::init_lazy_statics();
+        crate::mmap::init_lazy_statics();
 
         // Always in this order, so that no other path can deadlock with it.
         let threads = crate::thread::lock_registry_for_fork();
@@ -314,6 +325,34 @@ mod tests {
             last_error_message(),
             "conc_process_spawn: argument `fn` is NULL"
         );
+    }
+
+    /// Runs in a fresh process of this test binary (re-executed with only
+    /// this test selected), where no lazy initialisation has happened yet.
+    #[test]
+    fn spawn_completes_lazy_initialisation_before_forking() {
+        const FRESH: &str = "CONC_TEST_FRESH_PROCESS";
+        const NAME: &str = "process::tests::spawn_completes_lazy_initialisation_before_forking";
+        if std::env::var_os(FRESH).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1"])
+                .env(FRESH, "1")
+                .output()
+                .expect("re-run the test binary");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "{text}");
+            return;
+        }
+        assert!(!crate::thread::lazy_statics_ready());
+        assert!(!crate::mmap::lazy_statics_ready());
+        let p = spawn(Some(return_arg), 0);
+        // Each lazy value is complete by the time of the fork, so no thread
+        // can be half-way through one while it happens.
+        assert!(crate::thread::lazy_statics_ready());
+        assert!(crate::mmap::lazy_statics_ready());
+        assert_eq!(join(p), (CONC_OK, 0));
     }
 
     #[test]

@@ -555,6 +555,9 @@ pub unsafe extern "C" fn conc_shm_unlink_name(name: *const c_char) -> conc_statu
 ///
 /// NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
 /// for a handle closed already, or never made by conc (it is left alone).
+/// The check is a safety net, not a licence: once a handle is closed, conc
+/// may hand out its address again for a new segment handle, which a second close
+/// of the stale pointer would then close.
 ///
 /// # Safety
 /// `shm` must be NULL or a pointer from `conc_shm_create`/`conc_shm_open`;

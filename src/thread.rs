@@ -143,9 +143,11 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The per-process random key ids are made with (see [`id_key`]).
+static KEY: OnceLock<u64> = OnceLock::new();
+
 /// The per-process random key ids are made with.
 fn id_key() -> u64 {
-    static KEY: OnceLock<u64> = OnceLock::new();
     *KEY.get_or_init(|| {
         let mut key = 0u64;
         // SAFETY: the buffer is the 8 bytes of `key`.
@@ -263,19 +265,42 @@ fn truncate_name(name: &[u8]) -> &[u8] {
     &name[..end]
 }
 
-/// The smallest stack the platform accepts for a thread made with `attr`.
-fn min_stack_size(attr: *const libc::pthread_attr_t) -> usize {
-    type GetMinstack = unsafe extern "C" fn(*const libc::pthread_attr_t) -> usize;
-    static GET_MINSTACK: OnceLock<Option<GetMinstack>> = OnceLock::new();
-    let get = GET_MINSTACK.get_or_init(|| {
+type GetMinstack = unsafe extern "C" fn(*const libc::pthread_attr_t) -> usize;
+
+/// glibc's `__pthread_get_minstack`, looked up once (see [`get_minstack`]).
+static GET_MINSTACK: OnceLock<Option<GetMinstack>> = OnceLock::new();
+
+/// glibc's `__pthread_get_minstack`, if the C library has it.
+fn get_minstack() -> Option<GetMinstack> {
+    *GET_MINSTACK.get_or_init(|| {
         // glibc's own answer (PTHREAD_STACK_MIN plus the static TLS and the
         // guard page), as Rust's std asks it; absent on other C libraries.
         // SAFETY: dlsym with a NUL-terminated name has no other precondition.
         let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__pthread_get_minstack".as_ptr()) };
         // SAFETY: when present, the symbol is this function.
         (!sym.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, GetMinstack>(sym) })
-    });
-    match get {
+    })
+}
+
+/// Completes every lazy initialisation of this module now, for
+/// `conc_process_spawn` to call before it forks. A fork while another
+/// thread is inside one of them would leave it "under way" forever in the
+/// child, whose first conc call to need it would then wait forever.
+pub(crate) fn init_lazy_statics() {
+    watch_forks();
+    id_key();
+    get_minstack();
+}
+
+/// Whether every lazy initialisation of this module is complete.
+#[cfg(test)]
+pub(crate) fn lazy_statics_ready() -> bool {
+    FORK_HANDLER.is_completed() && KEY.get().is_some() && GET_MINSTACK.get().is_some()
+}
+
+/// The smallest stack the platform accepts for a thread made with `attr`.
+fn min_stack_size(attr: *const libc::pthread_attr_t) -> usize {
+    match get_minstack() {
         // SAFETY: attr is an initialised attribute object.
         Some(get) => unsafe { get(attr) },
         None => {

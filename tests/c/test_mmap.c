@@ -734,6 +734,20 @@ TEST(close_null_double_and_forged) {
     unlink(path);
 }
 
+/* A live object handed to another type's close function is refused and
+ * left intact, not freed as the wrong type. */
+TEST(close_of_another_kind_of_object_is_refused) {
+    conc_mmap *anon = NULL;
+    CHECK_OK(conc_mmap_anonymous(&anon, 100));
+    conc_mmap_data_mut(anon)[99] = 7;
+    CHECK_STATUS(conc_shm_close((conc_shm *)(void *)anon), CONC_ERR_INVALID_STATE);
+    CHECK_MESSAGE_HAS("conc_shm_close: `shm` is not an open conc_shm");
+    CHECK_STATUS(conc_list_close((conc_list *)(void *)anon), CONC_ERR_INVALID_STATE);
+    CHECK(conc_mmap_len(anon) == 100);
+    CHECK(conc_mmap_data(anon)[99] == 7);
+    CHECK_OK(conc_mmap_close(anon));
+}
+
 /* ---- threads and the documented hazard -------------------------------- */
 
 struct reader {
@@ -812,6 +826,7 @@ int main(void) {
     RUN(read_map_is_not_writable);
     RUN(anonymous_zero_filled_and_shared_with_fork);
     RUN(close_null_double_and_forged);
+    RUN(close_of_another_kind_of_object_is_refused);
     RUN(one_handle_per_thread);
     RUN(truncated_file_raises_sigbus);
     return CHECK_SUMMARY();
