@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{
-    conc_status, Error, Result, CONC_ERR_IO, CONC_ERR_OUT_OF_RANGE, CONC_ERR_RESOURCE_EXHAUSTED,
-    CONC_ERR_UNSUPPORTED,
+    conc_status, Error, Result, CONC_ERR_INVALID_ARGUMENT, CONC_ERR_IO, CONC_ERR_OUT_OF_RANGE,
+    CONC_ERR_RESOURCE_EXHAUSTED, CONC_ERR_UNSUPPORTED,
 };
 use crate::ffi;
 
@@ -244,13 +244,22 @@ fn open_file(
 ) -> Result<conc_mmap> {
     let label = format!("\"{}\"", path.to_string_lossy());
     // O_NONBLOCK: opening a FIFO must not wait for a writer before being
-    // refused below; it changes nothing for regular files.
+    // refused below; O_NOCTTY: opening a terminal must not make it the
+    // process's controlling terminal. Neither changes regular files.
     let file = OpenOptions::new()
         .read(true)
         .write(access == CONC_ACCESS_WRITE)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(std::ffi::OsStr::from_bytes(path.to_bytes()))
-        .map_err(|e| Error::os(ctx, e.raw_os_error().unwrap_or(libc::EIO)))?;
+        .map_err(|e| match e.raw_os_error().unwrap_or(libc::EIO) {
+            // A unix socket cannot be opened at all.
+            libc::ENXIO => Error {
+                status: CONC_ERR_INVALID_ARGUMENT,
+                message: format!("{ctx}: not a regular file (only regular files can be mapped)"),
+                os_error: libc::ENXIO,
+            },
+            errno => Error::os(ctx, errno),
+        })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::os(ctx, e.raw_os_error().unwrap_or(libc::EIO)))?;

@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -223,6 +225,23 @@ TEST(missing_file_and_directory) {
     CHECK_STATUS(conc_mmap_open(&map, fifo, CONC_ACCESS_READ), CONC_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE_HAS("not a regular file");
     unlink(fifo);
+    /* A unix socket, which open() itself refuses (ENXIO). */
+    char sock_path[PATH_CAP];
+    make_file(sock_path, "", 0);
+    unlink(sock_path);
+    int sock = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    size_t sock_len = strlen(sock_path);
+    CHECK(sock_len < sizeof addr.sun_path);
+    memcpy(addr.sun_path, sock_path, sock_len < sizeof addr.sun_path ? sock_len : 0);
+    CHECK(bind(sock, (struct sockaddr *)&addr, sizeof addr) == 0);
+    CHECK_STATUS(conc_mmap_open(&map, sock_path, CONC_ACCESS_READ), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("not a regular file");
+    CHECK(map == NULL);
+    close(sock);
+    unlink(sock_path);
 }
 
 TEST(permission_denied) {
