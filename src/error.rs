@@ -138,9 +138,30 @@ pub fn status_from_errno(errno: i32) -> conc_status {
     }
 }
 
-extern "C" {
-    // glibc >= 2.32: the symbolic name of an errno value ("ENOENT"), or NULL.
-    fn strerrorname_np(errnum: c_int) -> *const c_char;
+/// The symbolic name of an errno value (`"ENOENT"`), from glibc's
+/// `strerrorname_np`. That function is new in glibc 2.32, so it is looked
+/// up at run time rather than linked: `libconc.a` then links against older
+/// C libraries too, whose messages say `errno N` instead. Looked up on each
+/// call (failure paths only) so that nothing is cached mid-initialisation
+/// across a fork.
+fn errno_name(errno: i32) -> Option<String> {
+    type StrerrornameNp = unsafe extern "C" fn(c_int) -> *const c_char;
+    // SAFETY: dlsym with a NUL-terminated name has no other precondition.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"strerrorname_np".as_ptr()) };
+    if sym.is_null() {
+        return None;
+    }
+    // SAFETY: when present, the symbol is glibc's strerrorname_np.
+    let f = unsafe { std::mem::transmute::<*mut libc::c_void, StrerrornameNp>(sym) };
+    // SAFETY: strerrorname_np takes any int and returns NULL or a pointer to
+    // a static NUL-terminated string.
+    let name = unsafe { f(errno) };
+    // SAFETY: non-NULL results point to static NUL-terminated strings.
+    (!name.is_null()).then(|| {
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// `"No such file or directory (ENOENT)"` for `ENOENT`.
@@ -151,15 +172,9 @@ pub fn describe_errno(errno: i32) -> String {
         Some(i) => text[..i].to_string(),
         None => text,
     };
-    // SAFETY: strerrorname_np takes any int and returns NULL or a pointer to
-    // a static NUL-terminated string.
-    let name = unsafe { strerrorname_np(errno) };
-    if name.is_null() {
-        format!("{text} (errno {errno})")
-    } else {
-        // SAFETY: non-NULL results point to static NUL-terminated strings.
-        let name = unsafe { CStr::from_ptr(name) };
-        format!("{text} ({})", name.to_string_lossy())
+    match errno_name(errno) {
+        Some(name) => format!("{text} ({name})"),
+        None => format!("{text} (errno {errno})"),
     }
 }
 
