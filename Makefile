@@ -170,8 +170,18 @@ test-cpp: $(HPP_TESTS)
 test-install: lib
 	@MAKE="$(MAKE)" CC="$(CC)" CXX="$(CXX)" tests/install/run.sh
 
+# cargo's own last line sums up only its last test program: the last line
+# here sums up all of them, and the status is cargo's.
 test: check-header header-compile compiler-matrix check-symbols examples test-cpp test-install
-	CONC_STATIC_LIB="$(abspath $(LIB))" CONC_NATIVE_STATIC_LIBS="$(NATIVE_LIBS)" $(CARGO) test
+	@mkdir -p $(BUILD)
+	@echo '$(CARGO) test'; \
+	{ CONC_STATIC_LIB="$(abspath $(LIB))" CONC_NATIVE_STATIC_LIBS="$(NATIVE_LIBS)" $(CARGO) test 2>&1; \
+	  echo $$? > $(BUILD)/cargo-test.rc; } | tee $(BUILD)/cargo-test.log; \
+	rc=$$(cat $(BUILD)/cargo-test.rc); \
+	awk -v rc=$$rc '/^test result:/ { n++; p += $$4; f += $$6 } \
+	  END { printf "make test: %s: %d passed, %d failed in %d cargo test programs, after the header, example, C++ and install checks\n", \
+	        (rc == 0 && n > 0) ? "ok" : "FAILED", p, f, n }' $(BUILD)/cargo-test.log; \
+	exit $$rc
 
 $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)

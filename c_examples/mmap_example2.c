@@ -1,12 +1,10 @@
-/* MMap example 2: print data.txt one character at a time, first with
- * read_byte() (which moves the map's cursor), then by indexing the mapped
- * bytes directly, as the course's two Python programs do:
+/* MMap example 2: print data.txt one character at a time with read_byte(),
+ * which moves the map's cursor, as the course's Python program does:
  *
  *     for i in range(map_file.size()):
  *         print(chr(map_file.read_byte()), end='')
  *
- *     for i in range(map_file.size()):
- *         print(chr(map_file[i]), end='')
+ * mmap_example2_index.c is the document's variant with [] indexing.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,10 +17,7 @@ static int mmap_io(const char *filename) {
         fprintf(stderr, "%s\n", conc_last_error_message());
         return 1;
     }
-    size_t size = conc_mmap_len(map_file);
-
-    printf("read_byte():\n");
-    for (size_t i = 0; i < size; i++) {
+    for (size_t i = 0; i < conc_mmap_len(map_file); i++) {
         uint8_t c;
         if (conc_mmap_read_byte(map_file, &c) != CONC_OK) {
             fprintf(stderr, "%s\n", conc_last_error_message());
@@ -31,13 +26,7 @@ static int mmap_io(const char *filename) {
         }
         putchar(c);
     }
-
-    printf("\nmap_file[i]:\n");
-    const uint8_t *data = conc_mmap_data(map_file);
-    for (size_t i = 0; i < size; i++) {
-        putchar(data[i]);
-    }
-    putchar('\n');
+    putchar('\n'); /* ends the last line, which data.txt leaves open */
 
     conc_mmap_close(map_file);
     return 0;

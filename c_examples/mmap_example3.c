@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,12 +69,26 @@ static uint64_t conc_count_lines(const char *filename) {
     return count;
 }
 
+/* Prints x as Python's str(float) does: the shortest digits that read
+ * back as x, with ".0" if that is an integer. */
+static void print_float(double x) {
+    char buf[32];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    printf("%s%s", buf, strpbrk(buf, ".en") ? "" : ".0");
+}
+
 static void run(const char *label, uint64_t (*counter)(const char *), const char *filename) {
     printf("%s\n", label);
     double start = perf_counter();
     uint64_t count = counter(filename);
     double end = perf_counter();
-    printf("%llu lines processed, %.7f seconds\n\n", (unsigned long long)count, end - start);
+    /* print(f'{count} lines processed, {end - start}') */
+    printf("%llu lines processed, ", (unsigned long long)count);
+    print_float(end - start);
+    printf("\n\n");
 }
 
 /* Writes a 1,000,000-line file to a new temporary path. */
@@ -102,9 +117,9 @@ int main(int argc, char **argv) {
         make_large_file(tmp, sizeof tmp);
         filename = tmp;
     }
-    run("mmap readline loop (speed_mmap.py)", mmap_count_lines, filename);
-    run("normal file statements: getline loop (speed_normal.py)", count_lines, filename);
-    run("conc_mmap_count_lines", conc_count_lines, filename);
+    run("speed_mmap: a conc_mmap_readline loop", mmap_count_lines, filename);
+    run("speed_normal: a getline loop (normal file statements)", count_lines, filename);
+    run("conc_mmap_count_lines: the fast path", conc_count_lines, filename);
     if (argc < 2) unlink(tmp);
     return 0;
 }

@@ -642,6 +642,36 @@ static void check_file_is(const char *path, const char *want) {
     }
 }
 
+/* The permissions /proc/self/maps shows for the mapping holding `addr`,
+ * as "rw-s" (read, write, exec, shared or private); "" if none does. */
+static void map_perms(const void *addr, char perms[5]) {
+    perms[0] = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long start, end;
+        char p[5];
+        if (sscanf(line, "%lx-%lx %4s", &start, &end, p) == 3 &&
+            (uintptr_t)addr >= start && (uintptr_t)addr < end) {
+            memcpy(perms, p, 5);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+#define CHECK_PERMS(addr, want)                                                    \
+    do {                                                                           \
+        char got_perms_[5];                                                        \
+        map_perms((addr), got_perms_);                                             \
+        if (strcmp(got_perms_, (want)) != 0) {                                     \
+            fprintf(stderr, "  %s:%d: mapped \"%s\", wanted \"%s\"\n", __FILE__,     \
+                    __LINE__, got_perms_, (want));                                 \
+            check_failures_++;                                                     \
+        }                                                                          \
+    } while (0)
+
 TEST(write_map_reaches_the_file) {
     char path[PATH_CAP];
     make_file(path, "hello, world\n", 13);
@@ -651,6 +681,7 @@ TEST(write_map_reaches_the_file) {
     uint8_t *p = conc_mmap_data_mut(map);
     CHECK(p != NULL && p == conc_mmap_data(map));
     if (!p) return;
+    CHECK_PERMS(p, "rw-s"); /* shared with the file */
     memcpy(p, "HELLO", 5);
     CHECK_OK(conc_mmap_flush(map));
     check_file_is(path, "HELLO, world\n");
@@ -675,6 +706,7 @@ TEST(copy_map_never_reaches_the_file) {
     uint8_t *p = conc_mmap_data_mut(map);
     CHECK(p != NULL);
     if (!p) return;
+    CHECK_PERMS(p, "rw-p"); /* private copy-on-write */
     memcpy(p, "CHANGED!", 8);
     CHECK(memcmp(conc_mmap_data(map), "CHANGED!", 8) == 0); /* the map sees it */
     CHECK_OK(conc_mmap_flush(map));                         /* does nothing */
@@ -696,6 +728,10 @@ TEST(read_map_is_not_writable) {
     CHECK_OK(conc_mmap_open(&map, path, CONC_ACCESS_READ));
     CHECK(conc_mmap_data_mut(map) == NULL);
     CHECK(conc_mmap_data(map) != NULL);
+    /* Not just data_mut refused: the pages themselves are read-only. */
+    char perms[5];
+    map_perms(conc_mmap_data(map), perms);
+    CHECK(perms[0] == 'r' && perms[1] == '-');
     CHECK_OK(conc_mmap_flush(map));
     CHECK_OK(conc_mmap_close(map));
     check_file_is(path, "data\n");
@@ -715,6 +751,7 @@ TEST(anonymous_zero_filled_and_shared_with_fork) {
     CHECK(conc_mmap_len(map) == len);
     uint8_t *p = conc_mmap_data_mut(map);
     CHECK(p != NULL && p == conc_mmap_data(map));
+    CHECK_PERMS(p, "rw-s"); /* shared, so that forked children share it */
     size_t nonzero = 0;
     for (size_t i = 0; i < len; i++) nonzero += p[i] != 0;
     CHECK(nonzero == 0);
