@@ -139,9 +139,10 @@ static void warm(const char *path) {
 
 /* ---- the timed runs --------------------------------------------------- */
 
-/* Runs argv as a process with stdout to a pipe; returns its wall time and
- * the first number it printed in *count. */
-static double run_process(char *const argv[], unsigned long long *count) {
+/* Runs argv as a process with stdout to a pipe; returns its wall time, the
+ * first number it printed in *count and, when out is not NULL, what it
+ * printed (up to 511 bytes). */
+static double run_process(char *const argv[], unsigned long long *count, char out[512]) {
     int fds[2];
     if (pipe(fds) != 0) die("pipe");
     double t0 = now();
@@ -155,10 +156,11 @@ static double run_process(char *const argv[], unsigned long long *count) {
         _exit(127);
     }
     close(fds[1]);
-    char out[512];
+    char own[512];
+    if (out == NULL) out = own;
     size_t n = 0;
     ssize_t r;
-    while ((r = read(fds[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
+    while ((r = read(fds[0], out + n, 511 - n)) > 0) n += (size_t)r;
     close(fds[0]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -289,17 +291,17 @@ int main(int argc, char **argv) {
 
     /* One untimed run of each warms caches and code. */
     unsigned long long got;
-    run_process(wc_argv, &got);
+    run_process(wc_argv, &got, NULL);
     if (want == 0) want = got;
     check_count("wc -l", got, want);
-    run_process(count_argv, &got);
+    run_process(count_argv, &got, NULL);
     check_count("conc_mmap_count_lines", got, want);
 
     double t_count[ROUNDS], t_wc[ROUNDS], t_readline[ROUNDS], t_getline[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
-        t_count[r] = run_process(count_argv, &got);
+        t_count[r] = run_process(count_argv, &got, NULL);
         check_count("conc_mmap_count_lines", got, want);
-        t_wc[r] = run_process(wc_argv, &got);
+        t_wc[r] = run_process(wc_argv, &got, NULL);
         check_count("wc -l", got, want);
         double t0 = now();
         got = conc_readline_loop(path);
@@ -324,35 +326,11 @@ int main(int argc, char **argv) {
     if (python) {
         double t_py[PY_ROUNDS], t_py_inner[PY_ROUNDS];
         for (int r = 0; r < PY_ROUNDS; r++) {
-            int fds[2];
-            if (pipe(fds) != 0) die("pipe");
-            double t0 = now();
-            pid_t pid = fork();
-            if (pid < 0) die("fork");
-            if (pid == 0) {
-                dup2(fds[1], 1);
-                close(fds[0]);
-                close(fds[1]);
-                execvp(py_argv[0], py_argv);
-                _exit(127);
-            }
-            close(fds[1]);
             char out[512];
-            size_t len = 0;
-            ssize_t k;
-            while ((k = read(fds[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)k;
-            close(fds[0]);
-            int status = 0;
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-            }
-            t_py[r] = now() - t0;
-            out[len] = 0;
-            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-                fprintf(stderr, "bench_mmap: python3 failed: %s\n", out);
-                exit(1);
-            }
+            unsigned long long got_py = 0;
+            t_py[r] = run_process(py_argv, &got_py, out);
             char *comma = strstr(out, "processed, ");
-            check_count("python mmap readline", strtoull(out, NULL, 10), want);
+            check_count("python mmap readline", got_py, want);
             t_py_inner[r] = comma ? strtod(comma + 11, NULL) : t_py[r];
         }
         double py = median(t_py, PY_ROUNDS), py_inner = median(t_py_inner, PY_ROUNDS);
