@@ -77,6 +77,23 @@ typedef enum conc_status {
      * A bug inside conc, caught at the boundary instead of aborting.
      */
     CONC_ERR_PANIC = 11,
+    /**
+     * A `*_timeout` call ran out of time; nothing changed.
+     */
+    CONC_ERR_TIMED_OUT = 12,
+    /**
+     * A `try*` call would have had to wait; nothing changed.
+     */
+    CONC_ERR_BUSY = 13,
+    /**
+     * The mutex was acquired, but the thread or process that held it ended
+     * without unlocking it: the data it guards may be half-updated.
+     */
+    CONC_ERR_OWNER_DEAD = 14,
+    /**
+     * The queue was shut down: no more pushes, and no more messages to pop.
+     */
+    CONC_ERR_SHUTDOWN = 15,
 } conc_status;
 
 /**
@@ -131,6 +148,11 @@ typedef enum conc_whence {
      */
     CONC_SEEK_END = 2,
 } conc_whence;
+
+/**
+ * A point on the monotonic clock, or never.
+ */
+typedef struct Deadline Deadline;
 
 /**
  * A shared list mapped into this process: the counterpart of Python's
@@ -234,6 +256,8 @@ typedef struct conc_thread_options {
      */
     size_t stack_size;
 } conc_thread_options;
+
+
 
 #ifdef __cplusplus
 extern "C" {

@@ -40,6 +40,15 @@ pub enum conc_status {
     CONC_ERR_UNSUPPORTED = 10,
     /// A bug inside conc, caught at the boundary instead of aborting.
     CONC_ERR_PANIC = 11,
+    /// A `*_timeout` call ran out of time; nothing changed.
+    CONC_ERR_TIMED_OUT = 12,
+    /// A `try*` call would have had to wait; nothing changed.
+    CONC_ERR_BUSY = 13,
+    /// The mutex was acquired, but the thread or process that held it ended
+    /// without unlocking it: the data it guards may be half-updated.
+    CONC_ERR_OWNER_DEAD = 14,
+    /// The queue was shut down: no more pushes, and no more messages to pop.
+    CONC_ERR_SHUTDOWN = 15,
 }
 
 pub use conc_status::*;
@@ -217,6 +226,10 @@ pub extern "C" fn conc_status_str(status: RawStatus) -> *const c_char {
         9 => c"I/O error",
         10 => c"unsupported",
         11 => c"panic inside conc",
+        12 => c"timed out",
+        13 => c"busy",
+        14 => c"owner dead",
+        15 => c"shut down",
         _ => c"unknown status",
     };
     text.as_ptr()
@@ -271,17 +284,21 @@ mod tests {
         assert_eq!(CONC_ERR_IO as u32, 9);
         assert_eq!(CONC_ERR_UNSUPPORTED as u32, 10);
         assert_eq!(CONC_ERR_PANIC as u32, 11);
+        assert_eq!(CONC_ERR_TIMED_OUT as u32, 12);
+        assert_eq!(CONC_ERR_BUSY as u32, 13);
+        assert_eq!(CONC_ERR_OWNER_DEAD as u32, 14);
+        assert_eq!(CONC_ERR_SHUTDOWN as u32, 15);
     }
 
     #[test]
     fn status_str_covers_unknown_values() {
-        for v in [0u32, 5, 11, 12, 999, u32::MAX] {
+        for v in [0u32, 5, 11, 12, 15, 16, 999, u32::MAX] {
             let p = conc_status_str(RawStatus(v));
             assert!(!p.is_null());
             // SAFETY: conc_status_str returns a static C string.
             let s = unsafe { CStr::from_ptr(p) }.to_str().unwrap();
             assert!(!s.is_empty());
-            if v >= 12 {
+            if v >= 16 {
                 assert_eq!(s, "unknown status");
             }
         }

@@ -7,16 +7,27 @@
 //!
 //! - [`error`]: `conc_status`, the thread-local last error, the version;
 //! - [`ffi`]: the boundary helpers every exported function goes through;
+//! - [`handle`]: the generational handles behind every opaque pointer;
 //! - [`thread`]: threads; [`mmap`]: memory-mapped files;
 //! - [`shm`]: shared memory; [`process`]: child processes;
-//! - [`list`]: shared typed lists.
+//! - [`list`]: shared typed lists;
+//! - [`sync`]: the futex wait/wake helper and the robust synchronization
+//!   primitives (mutex, condition variable, semaphore, barrier, event);
+//! - [`pool`]: thread pools, tasks and parallel loops;
+//! - [`queue`]: message queues between processes;
+//! - [`tsan`]: ThreadSanitizer annotations for the edges conc creates.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod error;
 pub mod ffi;
+pub mod handle;
 pub mod list;
 pub mod mmap;
+pub mod pool;
 pub mod process;
+pub mod queue;
 pub mod shm;
+pub mod sync;
 pub mod thread;
+pub mod tsan;

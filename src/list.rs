@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use crate::error::{
     conc_status, Error, Result, CONC_ERR_OUT_OF_RANGE, CONC_ERR_RESOURCE_EXHAUSTED,
 };
-use crate::ffi::{c_str, guard, guard_value, in_ref, out_ref, publish, release};
+use crate::ffi::{c_str, guard, guard_value, out_ref};
 use crate::shm::{Segment, ShowName};
 
 /// The element type of a shared list.
@@ -97,6 +97,10 @@ pub struct conc_list {
     segment: Segment,
     ty: conc_type,
     len: usize,
+}
+
+impl crate::handle::Object for conc_list {
+    const KIND: crate::handle::Kind = crate::handle::Kind::List;
 }
 
 impl conc_list {
@@ -217,7 +221,7 @@ pub unsafe extern "C" fn conc_list_create(
         header.len.store(len as u64, Ordering::Relaxed);
         // Published last: whoever sees the magic sees the fields above.
         header.magic.store(MAGIC, Ordering::Release);
-        *out = publish(Box::new(conc_list { segment, ty, len }));
+        *out = crate::handle::publish(conc_list { segment, ty, len })?;
         Ok(())
     })
 }
@@ -283,7 +287,7 @@ pub unsafe extern "C" fn conc_list_open(
                 )))
             }
         }
-        *out = publish(Box::new(conc_list { segment, ty, len }));
+        *out = crate::handle::publish(conc_list { segment, ty, len })?;
         Ok(())
     })
 }
@@ -295,8 +299,7 @@ pub unsafe extern "C" fn conc_list_open(
 #[no_mangle]
 pub unsafe extern "C" fn conc_list_len(list: *const conc_list) -> usize {
     guard_value("conc_list_len", 0, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        unsafe { list.as_ref() }.map_or(0, |l| l.len)
+        crate::handle::lookup(list).map_or(0, |l| l.len)
     })
 }
 
@@ -308,8 +311,7 @@ pub unsafe extern "C" fn conc_list_len(list: *const conc_list) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn conc_list_type(list: *const conc_list) -> conc_type {
     guard_value("conc_list_type", CONC_TYPE_I64, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        unsafe { list.as_ref() }.map_or(CONC_TYPE_I64, |l| l.ty)
+        crate::handle::lookup(list).map_or(CONC_TYPE_I64, |l| l.ty)
     })
 }
 
@@ -323,8 +325,7 @@ pub unsafe extern "C" fn conc_list_type(list: *const conc_list) -> conc_type {
 #[no_mangle]
 pub unsafe extern "C" fn conc_list_name(list: *const conc_list) -> *const c_char {
     guard_value("conc_list_name", c"".as_ptr(), || {
-        // SAFETY: NULL or a live handle (caller contract).
-        unsafe { list.as_ref() }.map_or(c"".as_ptr(), |l| l.segment.name().as_ptr())
+        crate::handle::lookup(list).map_or(c"".as_ptr(), |l| l.segment.name().as_ptr())
     })
 }
 
@@ -344,8 +345,7 @@ pub unsafe extern "C" fn conc_list_set_i64(
 ) -> conc_status {
     const OP: &str = "conc_list_set_i64";
     guard(OP, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        let list = unsafe { in_ref(list, OP, "list") }?;
+        let list = crate::handle::get(list, OP, "list")?;
         as_i64(list.check(OP, index, CONC_TYPE_I64)?).store(value, Ordering::Release);
         Ok(())
     })
@@ -368,8 +368,7 @@ pub unsafe extern "C" fn conc_list_get_i64(
 ) -> conc_status {
     const OP: &str = "conc_list_get_i64";
     guard(OP, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        let list = unsafe { in_ref(list, OP, "list") }?;
+        let list = crate::handle::get(list, OP, "list")?;
         // SAFETY: NULL or valid for writes (caller contract).
         let value = unsafe { out_ref(value, OP, "value") }?;
         *value = as_i64(list.check(OP, index, CONC_TYPE_I64)?).load(Ordering::Acquire);
@@ -393,8 +392,7 @@ pub unsafe extern "C" fn conc_list_set_f64(
 ) -> conc_status {
     const OP: &str = "conc_list_set_f64";
     guard(OP, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        let list = unsafe { in_ref(list, OP, "list") }?;
+        let list = crate::handle::get(list, OP, "list")?;
         list.check(OP, index, CONC_TYPE_F64)?
             .store(value.to_bits(), Ordering::Release);
         Ok(())
@@ -418,8 +416,7 @@ pub unsafe extern "C" fn conc_list_get_f64(
 ) -> conc_status {
     const OP: &str = "conc_list_get_f64";
     guard(OP, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        let list = unsafe { in_ref(list, OP, "list") }?;
+        let list = crate::handle::get(list, OP, "list")?;
         // SAFETY: NULL or valid for writes (caller contract).
         let value = unsafe { out_ref(value, OP, "value") }?;
         *value = f64::from_bits(
@@ -443,8 +440,7 @@ pub unsafe extern "C" fn conc_list_get_f64(
 pub unsafe extern "C" fn conc_list_unlink(list: *const conc_list) -> conc_status {
     const OP: &str = "conc_list_unlink";
     guard(OP, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        let list = unsafe { in_ref(list, OP, "list") }?;
+        let list = crate::handle::get(list, OP, "list")?;
         list.segment.unlink(OP)
     })
 }
@@ -468,8 +464,7 @@ pub unsafe extern "C" fn conc_list_close(list: *mut conc_list) -> conc_status {
         if list.is_null() {
             return Ok(());
         }
-        // SAFETY: a live pointer came from publish::<conc_list>.
-        drop(unsafe { release(list, OP, "list") }?);
+        drop(crate::handle::release(list, OP, "list")?);
         Ok(())
     })
 }

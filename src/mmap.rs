@@ -144,6 +144,10 @@ pub struct conc_mmap {
     anonymous: bool,
 }
 
+impl crate::handle::Object for conc_mmap {
+    const KIND: crate::handle::Kind = crate::handle::Kind::Mmap;
+}
+
 // SAFETY: the handle owns its mapping; the pointers are addresses of memory
 // that stays mapped until the handle is dropped, and the only mutable state
 // (the cursor) is atomic.
@@ -370,7 +374,7 @@ unsafe fn open_common(
         let access = access.get(&ctx)?;
         let (offset, length) = range.unwrap_or((0, 0));
         let map = open_file(&ctx, path, access, offset, length)?;
-        *out = ffi::publish(Box::new(map));
+        *out = crate::handle::publish(map)?;
         Ok(())
     })
 }
@@ -496,7 +500,7 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
             label: format!("anonymous, {length} bytes"),
             anonymous: true,
         };
-        *out = ffi::publish(Box::new(map));
+        *out = crate::handle::publish(map)?;
         Ok(())
     })
 }
@@ -510,8 +514,7 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
 #[no_mangle]
 pub unsafe extern "C" fn conc_mmap_data(map: *const conc_mmap) -> *const u8 {
     ffi::guard_value("conc_mmap_data", ptr::null(), || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        unsafe { map.as_ref() }.map_or(ptr::null(), |m| m.data.cast_const())
+        crate::handle::lookup(map).map_or(ptr::null(), |m| m.data.cast_const())
     })
 }
 
@@ -525,13 +528,14 @@ pub unsafe extern "C" fn conc_mmap_data(map: *const conc_mmap) -> *const u8 {
 /// `map` must be NULL or an open map.
 #[no_mangle]
 pub unsafe extern "C" fn conc_mmap_data_mut(map: *mut conc_mmap) -> *mut u8 {
-    ffi::guard_value("conc_mmap_data_mut", ptr::null_mut(), || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        match unsafe { map.as_ref() } {
+    ffi::guard_value(
+        "conc_mmap_data_mut",
+        ptr::null_mut(),
+        || match crate::handle::lookup(map) {
             Some(m) if m.writable() => m.data,
             _ => ptr::null_mut(),
-        }
-    })
+        },
+    )
 }
 
 /// Returns the number of bytes of the map; 0 if `map` is NULL.
@@ -541,8 +545,7 @@ pub unsafe extern "C" fn conc_mmap_data_mut(map: *mut conc_mmap) -> *mut u8 {
 #[no_mangle]
 pub unsafe extern "C" fn conc_mmap_len(map: *const conc_mmap) -> usize {
     ffi::guard_value("conc_mmap_len", 0, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        unsafe { map.as_ref() }.map_or(0, |m| m.len)
+        crate::handle::lookup(map).map_or(0, |m| m.len)
     })
 }
 
@@ -558,8 +561,7 @@ pub unsafe extern "C" fn conc_mmap_len(map: *const conc_mmap) -> usize {
 pub unsafe extern "C" fn conc_mmap_read_byte(map: *mut conc_mmap, byte: *mut u8) -> conc_status {
     const OP: &str = "conc_mmap_read_byte";
     ffi::guard(OP, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        let m = unsafe { ffi::in_ref(map.cast_const(), OP, "map") }?;
+        let m = crate::handle::get(map.cast_const(), OP, "map")?;
         // SAFETY: `byte` is NULL or writable, per the caller's contract.
         let byte = unsafe { ffi::out_ref(byte, OP, "byte") }?;
         let pos = m.cursor();
@@ -598,8 +600,7 @@ pub unsafe extern "C" fn conc_mmap_readline(
 ) -> conc_status {
     const OP: &str = "conc_mmap_readline";
     ffi::guard(OP, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        let m = unsafe { ffi::in_ref(map.cast_const(), OP, "map") }?;
+        let m = crate::handle::get(map.cast_const(), OP, "map")?;
         // SAFETY: `line` is NULL or writable, per the caller's contract.
         let line = unsafe { ffi::out_ref(line, OP, "line") }?;
         // SAFETY: `len` is NULL or writable, per the caller's contract.
@@ -633,8 +634,7 @@ pub unsafe extern "C" fn conc_mmap_seek(
 ) -> conc_status {
     const OP: &str = "conc_mmap_seek";
     ffi::guard(OP, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        let m = unsafe { ffi::in_ref(map.cast_const(), OP, "map") }?;
+        let m = crate::handle::get(map.cast_const(), OP, "map")?;
         let ctx = m.ctx(OP);
         let origin = match whence.get(&ctx)? {
             CONC_SEEK_SET => 0,
@@ -664,8 +664,7 @@ pub unsafe extern "C" fn conc_mmap_seek(
 #[no_mangle]
 pub unsafe extern "C" fn conc_mmap_tell(map: *const conc_mmap) -> u64 {
     ffi::guard_value("conc_mmap_tell", 0, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        unsafe { map.as_ref() }.map_or(0, |m| m.cursor() as u64)
+        crate::handle::lookup(map).map_or(0, |m| m.cursor() as u64)
     })
 }
 
@@ -683,8 +682,7 @@ unsafe fn search(
     reverse: bool,
 ) -> conc_status {
     ffi::guard(op, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        let m = unsafe { ffi::in_ref(map, op, "map") }?;
+        let m = crate::handle::get(map, op, "map")?;
         // SAFETY: `needle` is NULL or readable for `needle_len` bytes.
         let needle = unsafe { ffi::bytes(needle.cast(), needle_len, op, "needle") }?;
         // SAFETY: `position` is NULL or writable, per the caller's contract.
@@ -889,8 +887,7 @@ pub unsafe extern "C" fn conc_mmap_count_lines(
 ) -> conc_status {
     const OP: &str = "conc_mmap_count_lines";
     ffi::guard(OP, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        let m = unsafe { ffi::in_ref(map, OP, "map") }?;
+        let m = crate::handle::get(map, OP, "map")?;
         // SAFETY: `lines` is NULL or writable, per the caller's contract.
         let lines = unsafe { ffi::out_ref(lines, OP, "lines") }?;
         // No madvise: on the 880 MB benchmark file (median of 25 interleaved
@@ -920,8 +917,7 @@ pub unsafe extern "C" fn conc_mmap_count_lines(
 pub unsafe extern "C" fn conc_mmap_flush(map: *mut conc_mmap) -> conc_status {
     const OP: &str = "conc_mmap_flush";
     ffi::guard(OP, || {
-        // SAFETY: `map` is NULL or an open map, per the caller's contract.
-        let m = unsafe { ffi::in_ref(map.cast_const(), OP, "map") }?;
+        let m = crate::handle::get(map.cast_const(), OP, "map")?;
         if m.access != CONC_ACCESS_WRITE || m.anonymous || m.base.is_null() {
             return Ok(());
         }
@@ -954,8 +950,7 @@ pub unsafe extern "C" fn conc_mmap_close(map: *mut conc_mmap) -> conc_status {
         if map.is_null() {
             return Ok(());
         }
-        // SAFETY: a live pointer came from publish::<conc_mmap>.
-        let mut m = unsafe { ffi::release(map, OP, "map") }?;
+        let mut m = crate::handle::release(map, OP, "map")?;
         let ctx = m.ctx(OP);
         m.unmap()
             .map_err(|errno| Error::os(&ctx, errno).with_status(CONC_ERR_IO))

@@ -134,7 +134,7 @@ pub unsafe extern "C" fn conc_process_spawn(
 
         // Always in this order, so that no other path can deadlock with it.
         let threads = crate::thread::lock_registry_for_fork();
-        let objects = crate::ffi::lock_live_objects();
+        let objects = crate::handle::lock_table();
         let mut children = lock_children();
         children.reserve(1);
 

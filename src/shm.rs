@@ -15,7 +15,7 @@ use crate::error::{
     conc_status, Error, Result, CONC_ERR_ALREADY_EXISTS, CONC_ERR_IO, CONC_ERR_NOT_FOUND,
     CONC_ERR_RESOURCE_EXHAUSTED,
 };
-use crate::ffi::{c_str, guard, guard_value, out_ref, publish, release};
+use crate::ffi::{c_str, guard, guard_value, out_ref};
 
 /// The longest name, not counting an optional leading `/`.
 pub(crate) const MAX_NAME_LEN: usize = 30;
@@ -147,6 +147,14 @@ pub(crate) struct Segment {
     /// segment that has taken the name meanwhile.
     unlinked: AtomicBool,
 }
+
+// SAFETY: the mapping is process-wide memory that any thread may touch;
+// conc reads and writes it only through atomics or with the caller's
+// synchronization (the buffer is the program's), and the other fields are
+// owned values.
+unsafe impl Send for Segment {}
+// SAFETY: as for Send: no interior state but atomics and the mapping.
+unsafe impl Sync for Segment {}
 
 impl Segment {
     /// Creates a new segment of `size` bytes (not 0), named `name` or a
@@ -375,6 +383,10 @@ pub struct conc_shm {
     segment: Segment,
 }
 
+impl crate::handle::Object for conc_shm {
+    const KIND: crate::handle::Kind = crate::handle::Kind::Shm;
+}
+
 /// Creates a new shared memory segment of `size` bytes and maps it.
 ///
 /// `name` follows the naming rules: it may start with one `/` (not part of
@@ -422,7 +434,7 @@ pub unsafe extern "C" fn conc_shm_create(
             Some(unsafe { CStr::from_ptr(name) })
         };
         let segment = Segment::create(OP, name, size, format_args!(", {size}"))?;
-        *out = publish(Box::new(conc_shm { segment }));
+        *out = crate::handle::publish(conc_shm { segment })?;
         Ok(())
     })
 }
@@ -459,7 +471,7 @@ pub unsafe extern "C" fn conc_shm_open(
         // SAFETY: name is NULL or NUL-terminated (caller contract).
         let name = unsafe { c_str(name, OP, "name") }?;
         let segment = Segment::open(OP, name)?;
-        *out = publish(Box::new(conc_shm { segment }));
+        *out = crate::handle::publish(conc_shm { segment })?;
         Ok(())
     })
 }
@@ -474,8 +486,7 @@ pub unsafe extern "C" fn conc_shm_open(
 #[no_mangle]
 pub unsafe extern "C" fn conc_shm_buf(shm: *const conc_shm) -> *mut u8 {
     guard_value("conc_shm_buf", ptr::null_mut(), || {
-        // SAFETY: NULL or a live handle (caller contract).
-        unsafe { shm.as_ref() }.map_or(ptr::null_mut(), |s| s.segment.as_ptr())
+        crate::handle::lookup(shm).map_or(ptr::null_mut(), |s| s.segment.as_ptr())
     })
 }
 
@@ -487,8 +498,7 @@ pub unsafe extern "C" fn conc_shm_buf(shm: *const conc_shm) -> *mut u8 {
 #[no_mangle]
 pub unsafe extern "C" fn conc_shm_size(shm: *const conc_shm) -> usize {
     guard_value("conc_shm_size", 0, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        unsafe { shm.as_ref() }.map_or(0, |s| s.segment.size())
+        crate::handle::lookup(shm).map_or(0, |s| s.segment.size())
     })
 }
 
@@ -502,8 +512,7 @@ pub unsafe extern "C" fn conc_shm_size(shm: *const conc_shm) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn conc_shm_name(shm: *const conc_shm) -> *const c_char {
     guard_value("conc_shm_name", c"".as_ptr(), || {
-        // SAFETY: NULL or a live handle (caller contract).
-        unsafe { shm.as_ref() }.map_or(c"".as_ptr(), |s| s.segment.name().as_ptr())
+        crate::handle::lookup(shm).map_or(c"".as_ptr(), |s| s.segment.name().as_ptr())
     })
 }
 
@@ -524,8 +533,7 @@ pub unsafe extern "C" fn conc_shm_name(shm: *const conc_shm) -> *const c_char {
 pub unsafe extern "C" fn conc_shm_unlink(shm: *const conc_shm) -> conc_status {
     const OP: &str = "conc_shm_unlink";
     guard(OP, || {
-        // SAFETY: NULL or a live handle (caller contract).
-        let shm = unsafe { crate::ffi::in_ref(shm, OP, "shm") }?;
+        let shm = crate::handle::get(shm, OP, "shm")?;
         shm.segment.unlink(OP)
     })
 }
@@ -569,8 +577,7 @@ pub unsafe extern "C" fn conc_shm_close(shm: *mut conc_shm) -> conc_status {
         if shm.is_null() {
             return Ok(());
         }
-        // SAFETY: a live pointer came from publish::<conc_shm>.
-        drop(unsafe { release(shm, OP, "shm") }?);
+        drop(crate::handle::release(shm, OP, "shm")?);
         Ok(())
     })
 }

@@ -26,7 +26,9 @@ TEST(status_str_is_never_null) {
         CHECK(s != NULL && s[0] != '\0');
     }
     CHECK(strcmp(conc_status_str(CONC_OK), "ok") == 0);
-    CHECK(strcmp(conc_status_str((conc_status)12), "unknown status") == 0);
+    CHECK(strcmp(conc_status_str(CONC_ERR_TIMED_OUT), "timed out") == 0);
+    CHECK(strcmp(conc_status_str(CONC_ERR_SHUTDOWN), "shut down") == 0);
+    CHECK(strcmp(conc_status_str((conc_status)16), "unknown status") == 0);
     CHECK(strcmp(conc_status_str((conc_status)-1), "unknown status") == 0);
 }
 

@@ -1,0 +1,2 @@
+//! Thread pools, tasks and parallel loops (issue: "Thread pools, tasks and
+//! parallel loops"). Not written yet.

@@ -1,0 +1,2 @@
+//! Queues between processes (issue: "Queues between processes"). Not
+//! written yet.
