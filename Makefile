@@ -153,12 +153,17 @@ compiler-matrix: include/conc.h
 HPP_WARN     := -Wall -Wextra -pedantic -Werror -Wshadow -Wconversion -Wsign-conversion \
                 -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual
 HPP_VARIANTS := gcc-c++17 gcc-c++20 clang-c++17 clang-c++20
-HPP_TESTS    := $(HPP_VARIANTS:%=$(BUILD)/tests/test_conc_hpp-%)
+# Every tests/cpp/test_*.cpp, each in every variant.
+CPP_TESTS    := $(sort $(patsubst tests/cpp/%.cpp,%,$(wildcard tests/cpp/test_*.cpp)))
+HPP_TESTS    := $(foreach t,$(CPP_TESTS),$(HPP_VARIANTS:%=$(BUILD)/tests/$(t)-%))
 
-$(BUILD)/tests/test_conc_hpp-%: tests/cpp/test_conc_hpp.cpp include/conc.hpp $(LIB) include/conc.h
-	@mkdir -p $(@D)
-	$(if $(findstring clang,$*),$(CLANGXX),$(GXX)) -std=$(word 2,$(subst -, ,$*)) $(HPP_WARN) -O1 -g \
-	  -pthread -Iinclude $< -o $@ $(LIB) $(NATIVE_LIBS)
+define cpp_test_rule
+$(BUILD)/tests/$(1)-%: tests/cpp/$(1).cpp tests/cpp/check.hpp include/conc.hpp $(LIB) include/conc.h
+	@mkdir -p $$(@D)
+	$$(if $$(findstring clang,$$*),$$(CLANGXX),$$(GXX)) -std=$$(word 2,$$(subst -, ,$$*)) $$(HPP_WARN) -O1 -g \
+	  -pthread -Iinclude -Itests/cpp $$< -o $$@ $$(LIB) $$(NATIVE_LIBS)
+endef
+$(foreach t,$(CPP_TESTS),$(eval $(call cpp_test_rule,$(t))))
 
 test-cpp: $(HPP_TESTS)
 	@for t in $(HPP_TESTS); do \

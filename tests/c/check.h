@@ -8,6 +8,7 @@
 #ifndef CONC_TEST_CHECK_H
 #define CONC_TEST_CHECK_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,19 @@ __attribute__((unused)) static int check_failed_ = 0;
 
 #define TEST(name) static void name(void)
 
+/* The watchdog: each case's child is killed by SIGALRM (a failure, never a
+ * hang) after CHECK_TIMEOUT_SECONDS, or $CONC_TEST_TIMEOUT seconds when set
+ * (the sanitizer and valgrind runs may need longer). A test file may
+ * define CHECK_TIMEOUT_SECONDS before including this header. */
+#ifndef CHECK_TIMEOUT_SECONDS
+#define CHECK_TIMEOUT_SECONDS 120
+#endif
+__attribute__((unused)) static unsigned check_timeout_(void) {
+    const char *v = getenv("CONC_TEST_TIMEOUT");
+    unsigned t = v != NULL ? (unsigned)strtoul(v, NULL, 10) : 0;
+    return t != 0 ? t : CHECK_TIMEOUT_SECONDS;
+}
+
 /* Runs one case in a child process and reports it. */
 __attribute__((unused)) static void check_run_(const char *name, void (*fn)(void)) {
     fflush(stdout);
@@ -114,6 +128,7 @@ __attribute__((unused)) static void check_run_(const char *name, void (*fn)(void
         return;
     }
     if (pid == 0) {
+        alarm(check_timeout_());
         fn();
 #if CHECK_ASAN
         /* The child leaves with _exit, which skips LeakSanitizer's check at
@@ -133,6 +148,9 @@ __attribute__((unused)) static void check_run_(const char *name, void (*fn)(void
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         printf("ok     %s\n", name);
         check_passed_++;
+    } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+        printf("FAILED %s (hung: killed by the %u s watchdog)\n", name, check_timeout_());
+        check_failed_++;
     } else if (WIFSIGNALED(status)) {
         printf("FAILED %s (killed by signal %d)\n", name, WTERMSIG(status));
         check_failed_++;
