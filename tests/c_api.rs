@@ -39,5 +39,6 @@ c_tests!(
     test_list,
     test_stress,
     test_sync,
-    test_sync_torture
+    test_sync_torture,
+    test_sync_tsan
 );
