@@ -56,8 +56,10 @@
 //!
 //! The TID and the head are cached per thread. A forked child keeps
 //! glibc's head address but has a new TID, so a `pthread_atfork` child
-//! handler bumps a fork generation and each thread re-reads its TID (and
-//! the head) when the generation it cached is stale. (`_Fork`, `vfork` and
+//! handler (registered from `.init_array` when the library loads, so
+//! before the program's own handlers) bumps a fork generation, and each
+//! thread re-reads its TID (and the head) when the generation it cached is
+//! stale. (`_Fork`, `vfork` and
 //! raw `clone` skip atfork handlers; their children must not use a mutex.)
 //!
 //! # States of the lock word (`t` = a TID, `W` = WAITERS, `D` = OWNER_DIED)
@@ -216,6 +218,25 @@ fn me_cached() -> Option<Me> {
     (m.gen == FORK_GEN.load(Ordering::Relaxed)).then_some(m)
 }
 
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain function with no captured state; it
+        // runs in the child of fork() and only touches an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+extern "C" fn register_atfork_at_load() {
+    register_atfork();
+}
+
+/// Registers the fork handler when the library is loaded, before `main`,
+/// so it runs before the child handlers the program registers itself (a
+/// handler that locks a `conc_mutex` then already sees the child's TID).
+#[used]
+#[link_section = ".init_array"]
+static REGISTER_ATFORK_AT_LOAD: extern "C" fn() = register_atfork_at_load;
+
 /// The calling thread's TID and robust-list head (cached).
 #[inline]
 pub(crate) fn me(op: &str) -> Result<Me> {
@@ -228,11 +249,7 @@ pub(crate) fn me(op: &str) -> Result<Me> {
 
 #[cold]
 fn me_slow(op: &str) -> Result<Me> {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a plain function with no captured state; it
-        // runs in the child of fork() and only touches an atomic.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    register_atfork();
     let gen = FORK_GEN.load(Ordering::Relaxed);
     // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;

@@ -647,6 +647,34 @@ TEST(forked_child_gets_owner_dead_from_its_own_death) {
     CHECK_OK(conc_shm_close(g_shm));
 }
 
+/* A child's own atfork handler may lock a conc_mutex: it already uses the
+ * child's thread id, so the child's death still marks the mutex. */
+static conc_mutex *g_atfork_m;
+static int g_atfork_locked;
+static void lock_in_child_handler(void) {
+    if (g_atfork_m != NULL) {
+        g_atfork_locked = conc_mutex_lock(g_atfork_m) == CONC_OK;
+    }
+}
+
+TEST(atfork_child_handler_uses_the_child_thread_id) {
+    shared_t *sh = fresh_shared();
+    g_atfork_m = &sh->m;
+    CHECK(pthread_atfork(NULL, NULL, lock_in_child_handler) == 0);
+    CHECK_OK(conc_mutex_lock(&sh->m2)); /* the parent's TID is cached */
+    CHECK_OK(conc_mutex_unlock(&sh->m2));
+    pid_t pid = fork();
+    if (pid == 0) {
+        _exit(g_atfork_locked ? 0 : 1); /* ends holding sh->m */
+    }
+    g_atfork_m = NULL;
+    CHECK(exited_ok(wait_child(pid)));
+    CHECK_STATUS(conc_mutex_trylock(&sh->m), CONC_ERR_OWNER_DEAD);
+    CHECK_OK(conc_mutex_consistent(&sh->m));
+    CHECK_OK(conc_mutex_unlock(&sh->m));
+    CHECK_OK(conc_shm_close(g_shm));
+}
+
 /* conc links into glibc's own robust list: robust pthread mutexes held
  * alongside conc mutexes must still be recovered when the thread dies. */
 static pthread_mutex_t *g_pm;
@@ -768,6 +796,7 @@ int main(void) {
     RUN(cond_wait_reports_owner_dead);
     RUN(forked_child_does_not_hold_its_private_copy);
     RUN(forked_child_gets_owner_dead_from_its_own_death);
+    RUN(atfork_child_handler_uses_the_child_thread_id);
     RUN(coexists_with_glibc_robust_mutexes);
     RUN(contention_stress_two_processes_eight_threads_each);
     return CHECK_SUMMARY();
