@@ -1121,8 +1121,8 @@ enum conc_status conc_event_set(struct conc_event *event);
 enum conc_status conc_event_clear(struct conc_event *event);
 
 /**
- * Whether `event` is set (it may change at once); false for NULL or a
- * misaligned pointer.
+ * Whether `event` is set (it may change at once); false (0) for NULL or
+ * a misaligned pointer.
  *
  * # Safety
  * As `conc_event_set`.

@@ -44,6 +44,7 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_mmap_close", "map"),
     ("conc_shm_close", "shm"),
     ("conc_list_close", "list"),
+    ("conc_barrier_wait", "is_leader"),
 ];
 
 /// Parameters that are NULL-able only together with a zero length: the
@@ -66,6 +67,8 @@ const SCALARS: &[(&str, &str)] = &[
     ("index", "0"),
     ("value", "0"),
     ("milliseconds", "0"),
+    ("timeout_ms", "0"),
+    ("count", "1"),
 ];
 
 const SCALAR_TYPES: &[&str] = &[
@@ -532,6 +535,17 @@ impl Gen<'_> {
             match (p.base.as_str(), p.name.as_str(), p.pointee_const) {
                 ("conc_thread_options", _, true) => {
                     c.setup = format!("conc_thread_options {v}; memset(&{v}, 0, sizeof {v});");
+                    c.expr = format!("&{v}");
+                    return Ok(c);
+                }
+                // The synchronization objects: plain structs, all-zero
+                // bytes ready (a barrier needs its count).
+                ("conc_mutex" | "conc_cond" | "conc_sem" | "conc_event" | "conc_barrier", _, _) => {
+                    c.setup = format!("conc_{0} {v}; memset(&{v}, 0, sizeof {v});", &p.base[5..]);
+                    if p.base == "conc_barrier" {
+                        c.setup
+                            .push_str(&format!(" CHECK_OK(conc_barrier_init(&{v}, 1));"));
+                    }
                     c.expr = format!("&{v}");
                     return Ok(c);
                 }
@@ -1099,7 +1113,7 @@ typedef enum conc_status { CONC_OK = 0, CONC_ERR_INVALID_ARGUMENT = 1 } conc_sta
 typedef enum conc_mode { CONC_MODE_A = 0, CONC_MODE_B = 1 } conc_mode;
 typedef struct conc_widget conc_widget;
 /** Frobs. */
-enum conc_status conc_widget_frob(struct conc_widget *widget, size_t count);
+enum conc_status conc_widget_frob(struct conc_widget *widget, size_t frob_count);
 /** Twiddles. */
 struct conc_widget conc_widget_get(const struct conc_widget *widget);
 /** Sets a mode. */
@@ -1114,7 +1128,7 @@ enum conc_status conc_fine(conc_mode mode, int64_t *position);
     let all = errors.join("\n");
     for want in [
         "conc_widget_frob: no fixture for the parameter `struct conc_widget * widget`",
-        "conc_widget_frob: no valid value for the scalar `size_t count`",
+        "conc_widget_frob: no valid value for the scalar `size_t frob_count`",
         "conc_widget_get: unknown return type",
         "conc_widget_mode: returns nothing but takes a pointer",
         "conc_widget_mode: no rule for an out-of-range `mode`",

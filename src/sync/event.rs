@@ -188,8 +188,8 @@ pub unsafe extern "C" fn conc_event_clear(event: *mut conc_event) -> conc_status
     })
 }
 
-/// Whether `event` is set (it may change at once); false for NULL or a
-/// misaligned pointer.
+/// Whether `event` is set (it may change at once); false (0) for NULL or
+/// a misaligned pointer.
 ///
 /// # Safety
 /// As `conc_event_set`.
