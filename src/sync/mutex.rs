@@ -50,17 +50,18 @@
 //! Like glibc, conc sets the head's `list_op_pending` to the mutex around
 //! every acquire (including the whole wait) and release, so a death
 //! between the lock word and the list is still handled: the kernel also
-//! treats the pending entry, and when its word has no owner it wakes a
-//! waiter (a waiter killed after being woken, or a releaser killed before
-//! its wake).
+//! treats the pending entry, and (Linux 5.5 and later) when its word has
+//! no owner it wakes a waiter (a waiter killed after being woken, or a
+//! releaser killed before its wake); the bounded wait slices below cover
+//! those cases on any kernel.
 //!
 //! The TID and the head are cached per thread. A forked child keeps
 //! glibc's head address but has a new TID, so a `pthread_atfork` child
 //! handler (registered from `.init_array` when the library loads, so
 //! before the program's own handlers) bumps a fork generation, and each
 //! thread re-reads its TID (and the head) when the generation it cached is
-//! stale. (`_Fork`, `vfork` and
-//! raw `clone` skip atfork handlers; their children must not use a mutex.)
+//! stale. (`_Fork`, `vfork` and raw `clone` skip atfork handlers; their
+//! children must not use a mutex.)
 //!
 //! # States of the lock word (`t` = a TID, `W` = WAITERS, `D` = OWNER_DIED)
 //!
@@ -107,7 +108,8 @@
 //!   its own release wakes the next.
 //! - **forked child's private copy** of a mutex its parent held: the word
 //!   holds the parent thread's TID, never the child's, so `trylock` gives
-//!   `BUSY` (or `OWNER_DEAD` once marked), and `unlock` `INVALID_STATE`.
+//!   `BUSY` and `unlock` `INVALID_STATE` (the kernel marks only the
+//!   parent's own memory when the parent dies, never the child's copy).
 //!
 //! Error checks read the word once: the holder is whoever's TID is in it,
 //! in whichever process (TIDs are unique in a PID namespace; processes in
