@@ -32,6 +32,7 @@
 #include "conc.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -40,6 +41,7 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -977,6 +979,360 @@ private:
 
     conc_process handle_{0};
 };
+
+// ---------------------------------------------------------------------------
+// Synchronization
+
+// conc::mutex, conc::condition_variable, conc::semaphore, conc::barrier and
+// conc::event are the C structs (conc_mutex, conc_cond, conc_sem,
+// conc_barrier, conc_event) with member functions: each holds exactly its C
+// struct and nothing else, so it has the C struct's size, alignment (at most
+// 8) and layout, and all-zero bytes are a ready object (an unlocked mutex, a
+// condition variable, a semaphore at 0, a cleared event; a barrier needs its
+// count). The same object works between threads and between processes:
+//
+//   auto seg = conc::shm::create(4096);
+//   auto* m = new (seg.data()) conc::mutex;          // placement new, or
+//   auto* e = reinterpret_cast<conc::event*>(seg.data() + 64);  // zero bytes
+//
+// Like std::mutex they are neither copyable nor movable, and their
+// destructors do nothing (no destroy call, none needed in shared memory).
+//
+// Robust mutexes: when the holder of a conc::mutex ended without unlocking
+// it (its thread exited, its process was killed), the next lock() or
+// try_lock() takes the mutex and throws conc::owner_dead. The thread then
+// holds the mutex: it repairs the data, calls consistent() and unlocks. A
+// lock guard whose constructor threw does not own the mutex, so adopt it:
+//
+//   try {
+//       std::lock_guard<conc::mutex> guard(m);
+//       use(data);
+//   } catch (const conc::owner_dead&) {
+//       std::lock_guard<conc::mutex> guard(m, std::adopt_lock);
+//       repair(data);
+//       m.consistent();
+//   }
+//
+// Unlocking without consistent() leaves the mutex unusable: every later
+// lock throws conc::error with CONC_ERR_INVALID_STATE.
+//
+// Durations are relative, measured on a monotonic clock, and rounded up to
+// whole milliseconds; zero or negative polls once.
+
+/// Thrown by conc::mutex::lock() and try_lock() (and the condition variable's
+/// waits) when the mutex was taken but its previous holder had died holding
+/// it: the caller now holds the mutex, and the data it guards may be
+/// half-updated. status() is CONC_ERR_OWNER_DEAD.
+class owner_dead : public error {
+public:
+    explicit owner_dead(const std::string& message, int os_error = 0)
+        : error(CONC_ERR_OWNER_DEAD, message, os_error) {}
+};
+
+namespace detail {
+
+/// A C timeout for `duration`: whole milliseconds rounded up, 0 for zero or
+/// negative durations, saturated (UINT64_MAX: about 584 million years) for
+/// durations too long to count in milliseconds.
+template <class Rep, class Period>
+std::uint64_t sync_timeout_ms(const std::chrono::duration<Rep, Period>& duration) {
+    if (!(duration > duration.zero())) {
+        return 0;  // also a NaN
+    }
+    // Checked in floating point first, so that converting hours::max() (or
+    // a huge double) to milliseconds cannot overflow.
+    const std::chrono::duration<long double, std::milli> as_ms = duration;
+    if (as_ms.count() >= 9.0e18L) {
+        return UINT64_MAX;
+    }
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration).count();
+    return ms > 0 ? static_cast<std::uint64_t>(ms) : 1;
+}
+
+/// Throws for a status that locked the mutex of a dead holder.
+[[noreturn]] inline void throw_owner_dead() {
+    throw owner_dead(conc_last_error_message(), conc_last_os_error());
+}
+
+/// Checks a call that may have taken a mutex whose holder died.
+inline void check_locked(conc_status status) {
+    if (status == CONC_ERR_OWNER_DEAD) {
+        throw_owner_dead();
+    }
+    check(status);
+}
+
+}  // namespace detail
+
+/// A robust, error-checking, non-recursive mutex (conc_mutex), usable with
+/// std::lock_guard, std::unique_lock and std::scoped_lock, between threads
+/// and between processes. Meets Lockable and TimedLockable (try_lock_for).
+class mutex {
+public:
+    /// An unlocked mutex (all-zero bytes).
+    constexpr mutex() noexcept : m_{} {}
+    mutex(const mutex&) = delete;
+    mutex& operator=(const mutex&) = delete;
+    ~mutex() = default;
+
+    /// Waits for the mutex and takes it. Throws conc::owner_dead (the mutex
+    /// taken) when its holder died holding it; conc::error with
+    /// CONC_ERR_DEADLOCK when the caller holds it already, CONC_ERR_INVALID_STATE
+    /// when it became unusable.
+    void lock() { detail::check_locked(conc_mutex_lock(&m_)); }
+
+    /// Takes the mutex if it is free: true, or false when anyone (the caller
+    /// included) holds it. Throws conc::owner_dead (the mutex taken) and
+    /// conc::error as lock() does.
+    bool try_lock() {
+        const conc_status status = conc_mutex_trylock(&m_);
+        if (status == CONC_ERR_BUSY) {
+            return false;
+        }
+        detail::check_locked(status);
+        return true;
+    }
+
+    /// Waits at most `duration` (rounded up to milliseconds) for the mutex:
+    /// true when taken, false on timeout. Throws as lock() does.
+    template <class Rep, class Period>
+    bool try_lock_for(const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_mutex_lock_timeout(&m_, detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check_locked(status);
+        return true;
+    }
+
+    /// Releases the mutex. Throws conc::error with CONC_ERR_INVALID_STATE when
+    /// the caller does not hold it (nothing changes then).
+    void unlock() { detail::check(conc_mutex_unlock(&m_)); }
+
+    /// Marks the data repaired after conc::owner_dead, so that the mutex
+    /// stays usable. CONC_ERR_INVALID_STATE when the caller does not hold the
+    /// mutex or the mutex was not in that state.
+    void consistent() { detail::check(conc_mutex_consistent(&m_)); }
+
+    conc_mutex* native_handle() noexcept { return &m_; }
+
+private:
+    conc_mutex m_;
+};
+
+/// A condition variable (conc_cond) for a conc::mutex held through a
+/// std::unique_lock, with std::condition_variable's member functions and
+/// results; waiters and notifiers may be in different processes. Each wait
+/// holds the mutex again when it returns or throws; it throws
+/// conc::owner_dead (mutex held) when re-taking it met a dead holder, and
+/// conc::error with CONC_ERR_INVALID_STATE when the lock does not hold the
+/// mutex.
+class condition_variable {
+public:
+    constexpr condition_variable() noexcept : c_{} {}
+    condition_variable(const condition_variable&) = delete;
+    condition_variable& operator=(const condition_variable&) = delete;
+    ~condition_variable() = default;
+
+    /// Wakes at least one waiter, if any.
+    void notify_one() { detail::check(conc_cond_signal(&c_)); }
+    /// Wakes every waiter.
+    void notify_all() { detail::check(conc_cond_broadcast(&c_)); }
+
+    /// Releases the mutex, sleeps until notified (or spuriously), takes the
+    /// mutex again.
+    void wait(std::unique_lock<mutex>& lock) {
+        detail::check_locked(conc_cond_wait(&c_, native_mutex(lock, "wait")));
+    }
+
+    /// Waits until `pred()` is true: `while (!pred()) wait(lock);`.
+    template <class Predicate>
+    void wait(std::unique_lock<mutex>& lock, Predicate pred) {
+        while (!pred()) {
+            wait(lock);
+        }
+    }
+
+    /// Waits at most `duration`: std::cv_status::timeout when the time ran
+    /// out, no_timeout when woken (perhaps spuriously).
+    template <class Rep, class Period>
+    std::cv_status wait_for(std::unique_lock<mutex>& lock,
+                            const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_cond_wait_timeout(&c_, native_mutex(lock, "wait_for"),
+                                                          detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return std::cv_status::timeout;
+        }
+        detail::check_locked(status);
+        return std::cv_status::no_timeout;
+    }
+
+    /// Waits until `pred()` is true or `duration` has passed; returns
+    /// `pred()`'s last value, as std::condition_variable does.
+    template <class Rep, class Period, class Predicate>
+    bool wait_for(std::unique_lock<mutex>& lock, const std::chrono::duration<Rep, Period>& duration,
+                  Predicate pred) {
+        const std::uint64_t ms = detail::sync_timeout_ms(duration);
+        if (ms >= (std::uint64_t{1} << 40)) {
+            // Over 34 years: a deadline on steady_clock could overflow.
+            wait(lock, std::move(pred));
+            return true;
+        }
+        using clock = std::chrono::steady_clock;
+        const clock::time_point deadline =
+            clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+        while (!pred()) {
+            const clock::duration left = deadline - clock::now();
+            if (left <= clock::duration::zero() ||
+                wait_for(lock, left) == std::cv_status::timeout) {
+                return pred();
+            }
+        }
+        return true;
+    }
+
+    conc_cond* native_handle() noexcept { return &c_; }
+
+private:
+    static conc_mutex* native_mutex(std::unique_lock<mutex>& lock, const char* op) {
+        if (lock.mutex() == nullptr) {
+            throw error(CONC_ERR_INVALID_STATE, std::string("conc::condition_variable::") + op +
+                                                    ": the lock has no mutex");
+        }
+        return lock.mutex()->native_handle();
+    }
+
+    conc_cond c_;
+};
+
+/// A counting semaphore (conc_sem), between threads or processes.
+class semaphore {
+public:
+    /// A semaphore at `initial`; conc::error with CONC_ERR_OUT_OF_RANGE
+    /// above CONC_SEM_VALUE_MAX.
+    explicit semaphore(std::uint32_t initial = 0) : s_{} {
+        if (initial != 0) {
+            detail::check(conc_sem_init(&s_, initial));
+        }
+    }
+    semaphore(const semaphore&) = delete;
+    semaphore& operator=(const semaphore&) = delete;
+    ~semaphore() = default;
+
+    /// Waits until the count is above 0 and takes one.
+    void acquire() { detail::check(conc_sem_wait(&s_)); }
+
+    /// Takes one if the count is above 0: true; false at 0.
+    bool try_acquire() {
+        const conc_status status = conc_sem_trywait(&s_);
+        if (status == CONC_ERR_BUSY) {
+            return false;
+        }
+        detail::check(status);
+        return true;
+    }
+
+    /// Waits at most `duration` to take one: false on timeout.
+    template <class Rep, class Period>
+    bool try_acquire_for(const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_sem_wait_timeout(&s_, detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(status);
+        return true;
+    }
+
+    /// Adds one and wakes a waiter. conc::error with CONC_ERR_OUT_OF_RANGE
+    /// at CONC_SEM_VALUE_MAX (the count stays).
+    void release() { detail::check(conc_sem_post(&s_)); }
+
+    /// The current count (already stale when other threads use it).
+    std::uint32_t value() const noexcept { return conc_sem_value(&s_); }
+
+    conc_sem* native_handle() noexcept { return &s_; }
+
+private:
+    conc_sem s_;
+};
+
+/// A reusable barrier (conc_barrier) for `count` callers per round, between
+/// threads or processes.
+class barrier {
+public:
+    /// A barrier for groups of `count` (at least 1: conc::error with
+    /// CONC_ERR_INVALID_ARGUMENT for 0).
+    explicit barrier(std::uint32_t count) : b_{} { detail::check(conc_barrier_init(&b_, count)); }
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
+    ~barrier() = default;
+
+    /// Waits until `count` callers have arrived; true in exactly one caller
+    /// of each round (the leader). A zero-filled barrier that was never
+    /// given a count: conc::error with CONC_ERR_INVALID_STATE.
+    bool arrive_and_wait() {
+        bool leader = false;
+        detail::check(conc_barrier_wait(&b_, &leader));
+        return leader;
+    }
+
+    conc_barrier* native_handle() noexcept { return &b_; }
+
+private:
+    conc_barrier b_;
+};
+
+/// A flag that can be waited for (conc_event), like Python's
+/// multiprocessing.Event, between threads or processes.
+class event {
+public:
+    /// A cleared event (all-zero bytes).
+    constexpr event() noexcept : e_{} {}
+    event(const event&) = delete;
+    event& operator=(const event&) = delete;
+    ~event() = default;
+
+    /// Sets the flag and wakes every waiter.
+    void set() { detail::check(conc_event_set(&e_)); }
+    /// Clears the flag.
+    void clear() { detail::check(conc_event_clear(&e_)); }
+    bool is_set() const noexcept { return conc_event_is_set(&e_); }
+
+    /// Waits until the flag is set.
+    void wait() { detail::check(conc_event_wait(&e_)); }
+
+    /// Waits at most `duration` for the flag: false on timeout.
+    template <class Rep, class Period>
+    bool wait_for(const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_event_wait_timeout(&e_, detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(status);
+        return true;
+    }
+
+    conc_event* native_handle() noexcept { return &e_; }
+
+private:
+    conc_event e_;
+};
+
+// The C++ objects are their C structs: same size, alignment and layout, so
+// they can live in shared memory next to C code using the C structs.
+static_assert(sizeof(mutex) == sizeof(conc_mutex) && alignof(mutex) == alignof(conc_mutex) &&
+              std::is_standard_layout_v<mutex> && std::is_trivially_destructible_v<mutex>);
+static_assert(sizeof(condition_variable) == sizeof(conc_cond) &&
+              alignof(condition_variable) == alignof(conc_cond) &&
+              std::is_standard_layout_v<condition_variable> &&
+              std::is_trivially_destructible_v<condition_variable>);
+static_assert(sizeof(semaphore) == sizeof(conc_sem) && alignof(semaphore) == alignof(conc_sem) &&
+              std::is_standard_layout_v<semaphore> && std::is_trivially_destructible_v<semaphore>);
+static_assert(sizeof(barrier) == sizeof(conc_barrier) &&
+              alignof(barrier) == alignof(conc_barrier) && std::is_standard_layout_v<barrier> &&
+              std::is_trivially_destructible_v<barrier>);
+static_assert(sizeof(event) == sizeof(conc_event) && alignof(event) == alignof(conc_event) &&
+              std::is_standard_layout_v<event> && std::is_trivially_destructible_v<event>);
 
 }  // namespace conc
 
