@@ -99,7 +99,8 @@ int main(void) {
     /* The next locker gets the lock, and the news */
     conc_status status = conc_mutex_lock(&b->lock);
     printf("conc_mutex_lock: %s (%s)\n",
-           status == CONC_ERR_OWNER_DEAD ? "CONC_ERR_OWNER_DEAD" : "unexpected", conc_status_str(status));
+           status == CONC_ERR_OWNER_DEAD ? "CONC_ERR_OWNER_DEAD" : "unexpected",
+           conc_status_str(status));
     if (status != CONC_ERR_OWNER_DEAD) {
         fprintf(stderr, "expected CONC_ERR_OWNER_DEAD: %s\n", conc_last_error_message());
         conc_shm_unlink(shared);
