@@ -63,12 +63,13 @@ int main() {
     }
     const double cm = median_of(c, rounds);
     const double bm = median_of(b, rounds);
-    std::printf("uncontended lock+unlock, one thread (%d rounds x %d pairs, median):\n", rounds, ops);
+    std::printf("uncontended lock+unlock, one thread (%d rounds x %d pairs, median):\n", rounds,
+                ops);
     std::printf("  conc::mutex                                %7.2f ns\n", cm);
     std::printf("  boost::interprocess::interprocess_mutex    %7.2f ns (Boost %d.%d)\n", bm,
                 BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000);
-    report_row("sync: uncontended lock+unlock vs Boost.Interprocess interprocess_mutex", cm, bm, "ns",
-               1.0, "lower", ratio, rounds);
+    report_row("sync: uncontended lock+unlock vs Boost.Interprocess interprocess_mutex", cm, bm,
+               "ns", 1.0, "lower", ratio, rounds);
     return 0;
 }
 
