@@ -382,8 +382,9 @@ void cond_between_processes() {
 void cond_wait_throws_owner_dead_with_the_mutex_held() {
     segment seg;
     auto* s = new (seg.at<void>(0)) cond_shared{};
+    conc::process child;  // destroyed (joined) after the lock is released
     std::unique_lock<conc::mutex> lock(s->m);
-    conc::process child([s] {
+    child = conc::process([s] {
         s->m.lock();  // gets it once the parent waits
         s->stage = 1;
         s->cv.notify_all();
