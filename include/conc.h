@@ -38,6 +38,11 @@
 #define CONC_MMAP_COUNT_CHUNK (4 << 20)
 
 /**
+ * The largest count of a `conc_sem` (2^31 − 1).
+ */
+#define CONC_SEM_VALUE_MAX 2147483647
+
+/**
  * The result of every conc function that can fail. The values are fixed
  * forever: a program may store or compare them as integers.
  */
@@ -227,6 +232,57 @@ typedef struct conc_process {
 typedef int (*conc_process_fn)(void *arg);
 
 /**
+ * A reusable barrier for threads and processes: 16 bytes, 8-byte aligned.
+ * Set its group size with `conc_barrier_init` (all-zero bytes are a
+ * barrier that was never initialised: `wait` refuses it); no destroy.
+ *
+ * Works between the threads of a process and between processes sharing
+ * the memory; do not move or copy it while in use. The fields are
+ * internal. Fixed-width fields only; the layout is fixed for major
+ * version 0.
+ */
+typedef struct conc_barrier {
+    /**
+     * Internal: the group size (0: not initialised).
+     */
+    uint32_t count;
+    /**
+     * Internal: the last completed round.
+     */
+    uint32_t round;
+    /**
+     * Internal: current round and arrivals.
+     */
+    uint64_t state;
+} conc_barrier;
+
+/**
+ * A condition variable for threads and processes: 16 bytes, 4-byte
+ * aligned, **all-zero bytes are a ready condition variable** (`= {0}`,
+ * `CONC_COND_INIT`, a zero-filled segment); no init, no destroy.
+ *
+ * Use it with a `conc_mutex` that the waiter holds. It works between the
+ * threads of a process and between processes sharing the memory; do not
+ * move or copy it while in use. The fields are internal: `seq` counts
+ * signals, `waiters` counts possible sleepers. Fixed-width fields only;
+ * the layout is fixed for major version 0.
+ */
+typedef struct conc_cond {
+    /**
+     * Internal: bumped by every signal and broadcast.
+     */
+    uint32_t seq;
+    /**
+     * Internal: possible sleepers.
+     */
+    uint32_t waiters;
+    /**
+     * Internal: zero.
+     */
+    uint32_t reserved[2];
+} conc_cond;
+
+/**
  * A robust, error-checking mutex for threads and processes: 40 bytes,
  * 8-byte aligned, **all-zero bytes are an unlocked mutex** (`= {0}`,
  * `CONC_MUTEX_INIT`, or a zero-filled `conc_shm` segment), no init and
@@ -260,6 +316,57 @@ typedef struct conc_mutex {
      */
     uint64_t list_next;
 } conc_mutex;
+
+/**
+ * An event flag for threads and processes: 16 bytes, 4-byte aligned,
+ * **all-zero bytes are a cleared event** (`= {0}`, `CONC_EVENT_INIT`, a
+ * zero-filled segment); no init, no destroy.
+ *
+ * Works between the threads of a process and between processes sharing
+ * the memory; do not move or copy it while in use. The fields are
+ * internal. Fixed-width fields only; the layout is fixed for major
+ * version 0.
+ */
+typedef struct conc_event {
+    /**
+     * Internal: set counter and flag.
+     */
+    uint32_t state;
+    /**
+     * Internal: possible sleepers.
+     */
+    uint32_t waiters;
+    /**
+     * Internal: zero.
+     */
+    uint32_t reserved[2];
+} conc_event;
+
+/**
+ * A counting semaphore for threads and processes: 16 bytes, 4-byte
+ * aligned, **all-zero bytes are a semaphore at 0** (`= {0}`,
+ * `CONC_SEM_INIT`, a zero-filled segment); `conc_sem_init` sets another
+ * count; no destroy.
+ *
+ * Works between the threads of a process and between processes sharing
+ * the memory; do not move or copy it while in use. The fields are
+ * internal: `count` is the count, `waiters` counts possible sleepers.
+ * Fixed-width fields only; the layout is fixed for major version 0.
+ */
+typedef struct conc_sem {
+    /**
+     * Internal: the count.
+     */
+    uint32_t count;
+    /**
+     * Internal: possible sleepers.
+     */
+    uint32_t waiters;
+    /**
+     * Internal: zero.
+     */
+    uint32_t reserved[2];
+} conc_sem;
 
 /**
  * A thread handle: a small value that may be copied freely, like
@@ -912,6 +1019,134 @@ enum conc_status conc_shm_unlink_name(const char *name);
 enum conc_status conc_shm_close(struct conc_shm *shm);
 
 /**
+ * Sets the group size of `barrier` to `count` (at least 1). Call it
+ * before use, and again only while no thread waits on it.
+ *
+ * `CONC_ERR_INVALID_ARGUMENT`: `count` is 0, or `barrier` is NULL or not
+ * 8-byte aligned.
+ *
+ * # Safety
+ * `barrier` must be NULL or point to a `conc_barrier` that stays mapped
+ * for the call.
+ */
+enum conc_status conc_barrier_init(struct conc_barrier *barrier, uint32_t count);
+
+/**
+ * Waits until `count` callers (from `conc_barrier_init`) have arrived,
+ * then releases them all; the barrier is at once ready for the next
+ * round (a thread that calls it again joins the next group). Exactly one
+ * caller of each round gets `*is_leader = true`, the others false;
+ * `is_leader` may be NULL, and is written only on success.
+ *
+ * `CONC_ERR_INVALID_STATE`: the barrier was never initialised (all zero).
+ * NULL or misaligned `barrier`: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `barrier` as for `conc_barrier_init`; `is_leader` NULL or valid for
+ * writes.
+ */
+enum conc_status conc_barrier_wait(struct conc_barrier *barrier, bool *is_leader);
+
+/**
+ * Releases `mutex` (which the calling thread must hold), waits until
+ * `cond` is signalled or broadcast, then locks `mutex` again. Spurious
+ * wakeups are possible: wait in a loop on a predicate.
+ *
+ * Returns with the mutex held whatever it returns, except where noted:
+ * `CONC_OK`; `CONC_ERR_OWNER_DEAD` when re-acquiring found that a holder
+ * of the mutex died meanwhile (held; repair, then
+ * `conc_mutex_consistent`). `CONC_ERR_INVALID_STATE`: the calling thread
+ * does not hold `mutex` (nothing happens), or the mutex became unusable
+ * while waiting (not held). NULL or misaligned `cond` or `mutex`:
+ * `CONC_ERR_INVALID_ARGUMENT`. Waiters in different processes wake each
+ * other.
+ *
+ * # Safety
+ * `cond` and `mutex` must each be NULL or point to their object in
+ * memory that stays mapped for the call.
+ */
+enum conc_status conc_cond_wait(struct conc_cond *cond, struct conc_mutex *mutex);
+
+/**
+ * Like `conc_cond_wait`, waiting at most `timeout_ms` milliseconds
+ * (monotonic clock): then `CONC_ERR_TIMED_OUT`, with the mutex held.
+ * `CONC_ERR_OWNER_DEAD` takes precedence over the timeout.
+ *
+ * # Safety
+ * As `conc_cond_wait`.
+ */
+enum conc_status conc_cond_wait_timeout(struct conc_cond *cond, struct conc_mutex *mutex, uint64_t timeout_ms);
+
+/**
+ * Wakes at least one thread waiting on `cond`, if there is any (in any
+ * process). The caller need not hold the mutex. NULL or misaligned:
+ * `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `cond` must be NULL or point to a `conc_cond` that stays mapped for the
+ * call.
+ */
+enum conc_status conc_cond_signal(struct conc_cond *cond);
+
+/**
+ * Wakes every thread waiting on `cond` (in any process). NULL or
+ * misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `conc_cond_signal`.
+ */
+enum conc_status conc_cond_broadcast(struct conc_cond *cond);
+
+/**
+ * Sets `event` and wakes every thread waiting on it (in any process);
+ * later waits return at once until `conc_event_clear`. Every thread
+ * waiting when `set` is called returns `CONC_OK`, even if `clear`
+ * follows at once. Setting a set event changes nothing. NULL or
+ * misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `event` must be NULL or point to a `conc_event` that stays mapped for
+ * the call.
+ */
+enum conc_status conc_event_set(struct conc_event *event);
+
+/**
+ * Clears `event`: later waits block until the next `conc_event_set`.
+ * NULL or misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `conc_event_set`.
+ */
+enum conc_status conc_event_clear(struct conc_event *event);
+
+/**
+ * Whether `event` is set (it may change at once); false for NULL or a
+ * misaligned pointer.
+ *
+ * # Safety
+ * As `conc_event_set`.
+ */
+bool conc_event_is_set(const struct conc_event *event);
+
+/**
+ * Waits until `event` is set; returns at once if it is.
+ * NULL or misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `conc_event_set`.
+ */
+enum conc_status conc_event_wait(struct conc_event *event);
+
+/**
+ * Like `conc_event_wait`, waiting at most `timeout_ms` milliseconds
+ * (monotonic clock; 0 only checks): then `CONC_ERR_TIMED_OUT`.
+ *
+ * # Safety
+ * As `conc_event_set`.
+ */
+enum conc_status conc_event_wait_timeout(struct conc_event *event, uint64_t timeout_ms);
+
+/**
  * Locks `mutex`, waiting as long as it takes.
  *
  * Returns `CONC_OK` with the mutex held, or `CONC_ERR_OWNER_DEAD` with the
@@ -988,6 +1223,70 @@ enum conc_status conc_mutex_unlock(struct conc_mutex *mutex);
  * mapped for the call (any bytes: all-zero is an unlocked mutex).
  */
 enum conc_status conc_mutex_consistent(struct conc_mutex *mutex);
+
+/**
+ * Sets the count of `sem` to `value`. Call it only while no thread uses
+ * the semaphore (all-zero bytes are already a semaphore at 0).
+ *
+ * `CONC_ERR_OUT_OF_RANGE`: `value` is above `CONC_SEM_VALUE_MAX` (nothing
+ * changes). NULL or misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `sem` must be NULL or point to a `conc_sem` that stays mapped for the
+ * call.
+ */
+enum conc_status conc_sem_init(struct conc_sem *sem, uint32_t value);
+
+/**
+ * Waits until the count of `sem` is above 0 and takes one.
+ *
+ * NULL or misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `conc_sem_init`.
+ */
+enum conc_status conc_sem_wait(struct conc_sem *sem);
+
+/**
+ * Takes one if the count of `sem` is above 0, without waiting.
+ *
+ * `CONC_ERR_BUSY`: the count is 0 (nothing changes). NULL or misaligned:
+ * `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `conc_sem_init`.
+ */
+enum conc_status conc_sem_trywait(struct conc_sem *sem);
+
+/**
+ * Like `conc_sem_wait`, waiting at most `timeout_ms` milliseconds
+ * (monotonic clock; 0 tries once): then `CONC_ERR_TIMED_OUT`, nothing
+ * taken.
+ *
+ * # Safety
+ * As `conc_sem_init`.
+ */
+enum conc_status conc_sem_wait_timeout(struct conc_sem *sem, uint64_t timeout_ms);
+
+/**
+ * Adds one to the count of `sem` and wakes one waiter (in any process).
+ *
+ * `CONC_ERR_OUT_OF_RANGE`: the count is already `CONC_SEM_VALUE_MAX`; it
+ * stays. NULL or misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `conc_sem_init`.
+ */
+enum conc_status conc_sem_post(struct conc_sem *sem);
+
+/**
+ * The current count of `sem` (it may change at once); 0 for NULL or a
+ * misaligned pointer.
+ *
+ * # Safety
+ * As `conc_sem_init`.
+ */
+uint32_t conc_sem_value(const struct conc_sem *sem);
 
 /**
  * Starts a new thread running `fn(arg)` at once, with the default stack

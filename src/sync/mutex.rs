@@ -407,7 +407,6 @@ impl conc_mutex {
 
     /// Whether the calling thread holds the mutex (for the condition
     /// variable's check).
-    #[allow(dead_code)] // the internal API of the queues and lists
     pub(crate) fn held_by_caller(&self, op: &str) -> Result<bool> {
         let me = me(op)?;
         Ok(self.lock.load(Ordering::Relaxed) & TID_MASK == me.tid)
