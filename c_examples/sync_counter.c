@@ -21,7 +21,7 @@
 
 #include "conc.h"
 
-#define INCREMENTS 200000 /* per process */
+#define INCREMENTS 2000000 /* per process */
 
 /* The layout of the shared block. */
 struct counter_block {
@@ -110,9 +110,9 @@ int main(void) {
     printf("  under the conc_mutex: counter = %" PRId64 " (expected %" PRId64 ")%s\n",
            block->counter, expected, block->counter == expected ? "" : "  WRONG");
     int64_t lost = expected - block->unlocked_counter;
-    printf("  without the lock:     counter = %" PRId64 " (%" PRId64
-           " updates lost this time; the number changes from run to run)\n",
-           block->unlocked_counter, lost);
+    printf("  without the lock:     counter = %" PRId64 " (%" PRId64 " of the %" PRId64
+           " updates lost this time; how many changes from run to run)\n",
+           block->unlocked_counter, lost, expected);
 
     int exact = block->counter == expected;
     /* give the memory block back to the OS and close it */

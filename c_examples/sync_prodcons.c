@@ -1,8 +1,9 @@
 /* A producer and a consumer process hand items over through a small ring
  * buffer in shared memory, guarded by a conc_mutex, with two conc_cond:
  * "not empty" wakes the consumer, "not full" wakes the producer. The
- * buffer holds 4 items, so the producer often has to wait for the
- * consumer: neither process polls.
+ * buffer holds 4 items and the consumer spends 1 ms on each, so the
+ * producer keeps finding the buffer full and waits for the consumer;
+ * neither process polls or sleeps to wait.
  *
  * The mutex and both condition variables are the zero bytes of a fresh
  * segment: nothing to initialise or destroy, and they work between
@@ -98,6 +99,7 @@ static int consumer(void *arg) {
         }
         printf(" %" PRId64, item);
         sum += item;
+        conc_sleep_ms(1); /* the work on an item, done without the lock */
         n++;
     }
     printf("\nconsumer: %d items, sum %" PRId64 "\n", n, sum);
