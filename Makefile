@@ -308,7 +308,7 @@ TSAN_FLAGS  := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 ASAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/asan/%,$(C_TESTS))
 ASAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/asan/examples/%,$(EXAMPLES))
 # Threads under TSan: the thread and stress tests and the thread examples.
-TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(filter %/test_thread.c %/test_stress.c,$(C_TESTS)))
+TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(filter %/test_thread.c %/test_stress.c %/test_sync.c %/test_sync_torture.c %/test_sync_tsan.c,$(C_TESTS)))
 TSAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/tsan/examples/%,$(foreach e,$(EXAMPLES),$(if $(findstring thread,$(notdir $(e))),$(e))))
 
 # halt_on_error: the first report ends the process, so it counts even in a
@@ -349,8 +349,24 @@ sanitize: sanitize-asan sanitize-tsan
 sanitize-asan: $(ASAN_TESTS) $(ASAN_EXAMPLES)
 	@$(ASAN_ENV) tests/tools/run_checked.sh asan+ubsan $(SAN)/asan/logs -- $^
 
-sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES)
-	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $^
+# The other direction: test_sync_tsan.c built with -DRACY forgets its
+# mutex, and ThreadSanitizer must report the race (so the build fails).
+TSAN_RACY := $(SAN)/tsan/test_sync_tsan_racy
+
+$(TSAN_RACY): tests/c/test_sync_tsan.c tests/c/check.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(TSAN_FLAGS) -DRACY $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES) $(TSAN_RACY)
+	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $(TSAN_TESTS) $(TSAN_EXAMPLES)
+	@mkdir -p $(SAN)/tsan/logs; log=$(SAN)/tsan/logs/test_sync_tsan_racy.log; \
+	if (cd tests/c && $(TSAN_ENV) $(abspath $(TSAN_RACY))) >$$log 2>&1; then \
+	  cat $$log; echo "FAILED tsan: the racy build of test_sync_tsan passed"; exit 1; \
+	elif grep -q 'WARNING: ThreadSanitizer: data race' $$log; then \
+	  echo "ok     tsan reports the forgotten lock of test_sync_tsan -DRACY"; \
+	else \
+	  cat $$log; echo "FAILED tsan: no data race reported for test_sync_tsan -DRACY"; exit 1; \
+	fi
 
 # memcheck on the same programs as `make test` builds them (-O2 -g): the
 # C tests (built here) and the examples. Forked children are checked too

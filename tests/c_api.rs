@@ -37,5 +37,8 @@ c_tests!(
     test_shm,
     test_process,
     test_list,
-    test_stress
+    test_stress,
+    test_sync,
+    test_sync_torture,
+    test_sync_tsan
 );

@@ -466,7 +466,12 @@ impl conc_mutex {
     #[cold]
     fn acquire_slow(&self, op: &'static str, me: Me, deadline: Option<Deadline>) -> Result<bool> {
         let mut slept = false;
-        let mut spins = if deadline.is_some() { SPIN_ROUNDS } else { 0 };
+        // No spinning for a try, nor for a timeout that has already
+        // passed (a timeout of 0 polls once).
+        let mut spins = match deadline {
+            Some(d) if !d.expired() => SPIN_ROUNDS,
+            _ => 0,
+        };
         loop {
             let v = self.lock.load(Ordering::Relaxed);
             let owner = v & TID_MASK;
