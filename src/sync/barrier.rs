@@ -9,8 +9,9 @@
 //! | 4 | `round` (u32)  | futex word: the number of the last completed round |
 //! | 8 | `state` (u64)  | `round << 32 \| arrived`: the current round and how many arrived in it |
 //!
-//! Fixed-width fields, no pointers: a 32-bit process could share the same
-//! bytes (it has 64-bit atomics on every platform conc supports).
+//! Fixed-width fields, no pointers: the bytes would mean the same to a
+//! 32-bit process (32-bit x86 and ARM have 64-bit CAS), though conc itself
+//! builds for 64-bit Linux only (see `mutex`).
 //!
 //! # Design
 //!

@@ -1,9 +1,11 @@
-/* Kill torture of the synchronization primitives: in each round two child
- * processes work on a conc_mutex, conc_cond, conc_sem or conc_event in a
+/* Kill torture of the synchronization primitives: in each round three
+ * child processes work on a conc_mutex, conc_cond, conc_sem or conc_event in a
  * shared segment, and one of them (the victim) is SIGKILLed at a random
  * instant, while it takes, holds or releases the mutex or waits. Every
- * round must end with no hang (a per-round watchdog), the survivor having
- * finished, the mutex usable after conc_mutex_consistent, and the guarded
+ * round must end with no hang (a per-round watchdog), the two survivors
+ * having finished (three processes: a woken waiter killed before it takes
+ * the lock while a third takes and releases it is the known way to strand
+ * a sleeper), the mutex usable after conc_mutex_consistent, and the guarded
  * invariant (a == b, repaired on OWNER_DEAD) holding.
  *
  * 1,000 rounds; a tenth under the sanitizers and valgrind, which slow
@@ -30,6 +32,7 @@ typedef struct {
 } shared_t;
 
 enum { MODE_MUTEX, MODE_COND, MODE_SEM, MODE_EVENT, MODES };
+enum { KIDS = 3 }; /* kid[0] is the victim */
 static const char *const mode_name[MODES] = {"mutex", "cond", "sem", "event"};
 
 static double now_ms(void) {
@@ -135,14 +138,14 @@ TEST(kill_torture) {
         atomic_store(&sh->started, 0);
         CHECK_OK(conc_sem_init(&sh->s, 1));
         CHECK_OK(conc_event_clear(&sh->e));
-        pid_t kid[2];
-        for (int k = 0; k < 2; k++) {
+        pid_t kid[KIDS];
+        for (int k = 0; k < KIDS; k++) {
             kid[k] = fork();
             if (kid[k] == 0) {
                 _exit(worker(sh, mode));
             }
         }
-        while (atomic_load(&sh->started) < 2) {
+        while (atomic_load(&sh->started) < KIDS) {
             usleep(100);
         }
         /* a random instant: 0 to 2 ms, with the event toggling */
@@ -162,37 +165,42 @@ TEST(kill_torture) {
                     mode_name[mode], st);
             bad++;
         }
-        /* stop the survivor; it must finish (help only as a program would:
-         * signal, post, set) */
+        /* stop the survivors; they must finish (helped only as a program
+         * would: signal, post, set) */
         atomic_store(&sh->stop, 1);
         double deadline = now_ms() + 20000.0;
-        int done = 0;
-        while (!done) {
-            pid_t w = waitpid(kid[1], &st, WNOHANG);
-            if (w == kid[1]) {
-                done = 1;
-                break;
+        int left = KIDS - 1;
+        int alive[KIDS] = {0, 1, 1};
+        while (left > 0 && now_ms() < deadline) {
+            for (int k = 1; k < KIDS; k++) {
+                if (alive[k] && waitpid(kid[k], &st, WNOHANG) == kid[k]) {
+                    alive[k] = 0;
+                    left--;
+                    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                        fprintf(stderr, "  round %ld (%s): a survivor failed, status %d\n", r,
+                                mode_name[mode], st);
+                        bad++;
+                    }
+                }
             }
-            if (now_ms() > deadline) {
-                break;
+            if (left > 0) {
+                conc_cond_broadcast(&sh->c);
+                conc_sem_post(&sh->s);
+                conc_event_set(&sh->e);
+                usleep(500);
             }
-            conc_cond_broadcast(&sh->c);
-            conc_sem_post(&sh->s);
-            conc_event_set(&sh->e);
-            usleep(500);
         }
-        if (!done) {
-            fprintf(stderr, "  round %ld (%s): HANG: the survivor did not finish\n", r,
-                    mode_name[mode]);
-            kill(kid[1], SIGKILL);
-            waitpid(kid[1], &st, 0);
+        if (left > 0) {
+            fprintf(stderr, "  round %ld (%s): HANG: %d survivor(s) did not finish\n", r,
+                    mode_name[mode], left);
+            for (int k = 1; k < KIDS; k++) {
+                if (alive[k]) {
+                    kill(kid[k], SIGKILL);
+                    waitpid(kid[k], &st, 0);
+                }
+            }
             hangs++;
             break;
-        }
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            fprintf(stderr, "  round %ld (%s): the survivor failed, status %d\n", r,
-                    mode_name[mode], st);
-            bad++;
         }
         /* the mutex is usable (after consistent) and the invariant holds */
         conc_status ls = conc_mutex_lock_timeout(&sh->m, 20000);
