@@ -393,6 +393,48 @@ enum conc_status conc_list_set_i64(struct conc_list *list, size_t index, int64_t
 enum conc_status conc_list_get_i64(const struct conc_list *list, size_t index, int64_t *value);
 
 /**
+ * Adds `delta` to the element at `index` of a `CONC_TYPE_I64` list in one
+ * atomic read-modify-write (a sequentially consistent `fetch_add` on the
+ * shared word), so processes and threads can share counters without a
+ * lock: concurrent adds are never lost. Wraps around on overflow, like
+ * two's-complement addition (`INT64_MAX + 1` is `INT64_MIN`).
+ *
+ * `previous`, when not NULL, receives the value the element held just
+ * before this add; it is written only on success.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+ * not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * conc_list_len(list)`), `CONC_ERR_INVALID_STATE` (a closed handle).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `previous` NULL or valid for
+ * writes.
+ */
+enum conc_status conc_list_add_i64(struct conc_list *list, size_t index, int64_t delta, int64_t *previous);
+
+/**
+ * Stores `desired` at `index` of a `CONC_TYPE_I64` list only if the
+ * element equals `expected`, in one atomic compare-and-exchange (sequentially
+ * consistent). Returns `CONC_OK` when it stored `desired`, and
+ * `CONC_ERR_BUSY` when the element held another value (nothing changed).
+ *
+ * `actual`, when not NULL, receives the value found in the element, on
+ * `CONC_OK` (then equal to `expected`) and on `CONC_ERR_BUSY` alike: one
+ * of the documented exceptions to "outputs are written only on success".
+ * It is not written for any other error. A `CONC_ERR_BUSY` records a
+ * message naming the value found, like any failure.
+ *
+ * Errors: `CONC_ERR_BUSY` (the element was not `expected`),
+ * `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does not hold
+ * `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * conc_list_len(list)`), `CONC_ERR_INVALID_STATE` (a closed handle).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `actual` NULL or valid for writes.
+ */
+enum conc_status conc_list_compare_exchange_i64(struct conc_list *list, size_t index, int64_t expected, int64_t desired, int64_t *actual);
+
+/**
  * Stores `value` at `index` of a `CONC_TYPE_F64` list, atomically (a
  * release store of its 64 bits).
  *

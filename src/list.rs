@@ -24,9 +24,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{
-    conc_status, Error, Result, CONC_ERR_OUT_OF_RANGE, CONC_ERR_RESOURCE_EXHAUSTED,
+    conc_status, Error, Result, CONC_ERR_BUSY, CONC_ERR_OUT_OF_RANGE, CONC_ERR_RESOURCE_EXHAUSTED,
 };
-use crate::ffi::{c_str, guard, guard_value, out_ref};
+use crate::ffi::{c_str, guard, guard_value, opt_out_ref, out_ref};
 use crate::shm::{Segment, ShowName};
 
 /// The element type of a shared list.
@@ -376,6 +376,92 @@ pub unsafe extern "C" fn conc_list_get_i64(
     })
 }
 
+/// Adds `delta` to the element at `index` of a `CONC_TYPE_I64` list in one
+/// atomic read-modify-write (a sequentially consistent `fetch_add` on the
+/// shared word), so processes and threads can share counters without a
+/// lock: concurrent adds are never lost. Wraps around on overflow, like
+/// two's-complement addition (`INT64_MAX + 1` is `INT64_MIN`).
+///
+/// `previous`, when not NULL, receives the value the element held just
+/// before this add; it is written only on success.
+///
+/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+/// not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
+/// conc_list_len(list)`), `CONC_ERR_INVALID_STATE` (a closed handle).
+///
+/// # Safety
+/// `list` must be NULL or a live handle; `previous` NULL or valid for
+/// writes.
+#[no_mangle]
+pub unsafe extern "C" fn conc_list_add_i64(
+    list: *mut conc_list,
+    index: usize,
+    delta: i64,
+    previous: *mut i64,
+) -> conc_status {
+    const OP: &str = "conc_list_add_i64";
+    guard(OP, || {
+        let list = crate::handle::get(list, OP, "list")?;
+        let old = as_i64(list.check(OP, index, CONC_TYPE_I64)?).fetch_add(delta, Ordering::SeqCst);
+        // SAFETY: NULL or valid for writes (caller contract).
+        if let Some(previous) = unsafe { opt_out_ref(previous) } {
+            *previous = old;
+        }
+        Ok(())
+    })
+}
+
+/// Stores `desired` at `index` of a `CONC_TYPE_I64` list only if the
+/// element equals `expected`, in one atomic compare-and-exchange (sequentially
+/// consistent). Returns `CONC_OK` when it stored `desired`, and
+/// `CONC_ERR_BUSY` when the element held another value (nothing changed).
+///
+/// `actual`, when not NULL, receives the value found in the element, on
+/// `CONC_OK` (then equal to `expected`) and on `CONC_ERR_BUSY` alike: one
+/// of the documented exceptions to "outputs are written only on success".
+/// It is not written for any other error. A `CONC_ERR_BUSY` records a
+/// message naming the value found, like any failure.
+///
+/// Errors: `CONC_ERR_BUSY` (the element was not `expected`),
+/// `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does not hold
+/// `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
+/// conc_list_len(list)`), `CONC_ERR_INVALID_STATE` (a closed handle).
+///
+/// # Safety
+/// `list` must be NULL or a live handle; `actual` NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn conc_list_compare_exchange_i64(
+    list: *mut conc_list,
+    index: usize,
+    expected: i64,
+    desired: i64,
+    actual: *mut i64,
+) -> conc_status {
+    const OP: &str = "conc_list_compare_exchange_i64";
+    guard(OP, || {
+        let list = crate::handle::get(list, OP, "list")?;
+        let slot = as_i64(list.check(OP, index, CONC_TYPE_I64)?);
+        let result = slot.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst);
+        let found = match result {
+            Ok(v) | Err(v) => v,
+        };
+        // SAFETY: NULL or valid for writes (caller contract).
+        if let Some(actual) = unsafe { opt_out_ref(actual) } {
+            *actual = found;
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::new(
+                CONC_ERR_BUSY,
+                format!(
+                    "{OP}({}, {index}): the element holds {found}, not the expected {expected}",
+                    ShowName(Some(list.segment.name()))
+                ),
+            )),
+        }
+    })
+}
+
 /// Stores `value` at `index` of a `CONC_TYPE_F64` list, atomically (a
 /// release store of its 64 bits).
 ///
@@ -638,6 +724,133 @@ mod tests {
                 CONC_ERR_INVALID_ARGUMENT
             );
             assert_eq!(conc_list_unlink(ptr::null()), CONC_ERR_INVALID_ARGUMENT);
+        }
+    }
+
+    #[test]
+    fn add_and_compare_exchange() {
+        let _lock = shm_lock();
+        let (st, a) = create(None, 0, 4);
+        assert_eq!(st, CONC_OK, "{}", last_error_message());
+        let (st, f) = create(None, 1, 4);
+        assert_eq!(st, CONC_OK, "{}", last_error_message());
+        // SAFETY: live handles and valid out pointers.
+        unsafe {
+            let mut prev = 99;
+            assert_eq!(conc_list_add_i64(a, 1, 5, &mut prev), CONC_OK);
+            assert_eq!(prev, 0);
+            assert_eq!(conc_list_add_i64(a, 1, -7, ptr::null_mut()), CONC_OK);
+            let mut v = 0;
+            assert_eq!(conc_list_get_i64(a, 1, &mut v), CONC_OK);
+            assert_eq!(v, -2);
+            // Wraps like two's complement.
+            assert_eq!(conc_list_set_i64(a, 2, i64::MAX), CONC_OK);
+            assert_eq!(conc_list_add_i64(a, 2, 1, &mut prev), CONC_OK);
+            assert_eq!(prev, i64::MAX);
+            assert_eq!(conc_list_get_i64(a, 2, &mut v), CONC_OK);
+            assert_eq!(v, i64::MIN);
+            assert_eq!(conc_list_add_i64(a, 2, -1, &mut prev), CONC_OK);
+            assert_eq!(conc_list_get_i64(a, 2, &mut v), CONC_OK);
+            assert_eq!((prev, v), (i64::MIN, i64::MAX));
+            // Errors leave `previous` alone.
+            prev = 42;
+            assert_eq!(conc_list_add_i64(a, 4, 1, &mut prev), CONC_ERR_OUT_OF_RANGE);
+            assert_eq!(
+                conc_list_add_i64(f, 0, 1, &mut prev),
+                CONC_ERR_INVALID_ARGUMENT
+            );
+            assert!(last_error_message().contains("conc_list_add_i64"));
+            assert_eq!(
+                conc_list_add_i64(ptr::null_mut(), 0, 1, &mut prev),
+                CONC_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(prev, 42);
+
+            let mut actual = 0;
+            assert_eq!(
+                conc_list_compare_exchange_i64(a, 3, 0, 10, &mut actual),
+                CONC_OK
+            );
+            assert_eq!(actual, 0);
+            assert_eq!(
+                conc_list_compare_exchange_i64(a, 3, 0, 20, &mut actual),
+                CONC_ERR_BUSY
+            );
+            assert_eq!(actual, 10);
+            assert!(last_error_message().contains("holds 10, not the expected 0"));
+            assert_eq!(conc_list_get_i64(a, 3, &mut v), CONC_OK);
+            assert_eq!(v, 10);
+            assert_eq!(
+                conc_list_compare_exchange_i64(a, 3, 10, 20, ptr::null_mut()),
+                CONC_OK
+            );
+            assert_eq!(
+                conc_list_compare_exchange_i64(a, 3, 10, 30, ptr::null_mut()),
+                CONC_ERR_BUSY
+            );
+            actual = 7;
+            assert_eq!(
+                conc_list_compare_exchange_i64(a, 4, 20, 30, &mut actual),
+                CONC_ERR_OUT_OF_RANGE
+            );
+            assert_eq!(
+                conc_list_compare_exchange_i64(f, 0, 0, 1, &mut actual),
+                CONC_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                conc_list_compare_exchange_i64(ptr::null_mut(), 0, 0, 1, &mut actual),
+                CONC_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(actual, 7);
+            assert_eq!(conc_list_get_i64(a, 3, &mut v), CONC_OK);
+            assert_eq!(v, 20);
+            let mut d = 0.0;
+            assert_eq!(conc_list_get_f64(f, 0, &mut d), CONC_OK);
+            assert_eq!(d, 0.0);
+            assert_eq!(conc_list_unlink(a), CONC_OK);
+            assert_eq!(conc_list_unlink(f), CONC_OK);
+            assert_eq!(conc_list_close(a), CONC_OK);
+            assert_eq!(conc_list_close(f), CONC_OK);
+            assert_eq!(
+                conc_list_add_i64(a, 0, 1, &mut prev),
+                CONC_ERR_INVALID_STATE
+            );
+            assert_eq!(
+                conc_list_compare_exchange_i64(a, 0, 0, 1, &mut actual),
+                CONC_ERR_INVALID_STATE
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_adds_are_never_lost() {
+        let _lock = shm_lock();
+        let (st, a) = create(None, 0, 1);
+        assert_eq!(st, CONC_OK, "{}", last_error_message());
+        let handle = a as usize;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        // SAFETY: the handle stays live until the joins.
+                        let st = unsafe {
+                            conc_list_add_i64(handle as *mut conc_list, 0, 3, ptr::null_mut())
+                        };
+                        assert_eq!(st, CONC_OK);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut v = 0;
+        // SAFETY: live handle.
+        unsafe {
+            assert_eq!(conc_list_get_i64(a, 0, &mut v), CONC_OK);
+            assert_eq!(v, 120_000);
+            assert_eq!(conc_list_unlink(a), CONC_OK);
+            assert_eq!(conc_list_close(a), CONC_OK);
         }
     }
 
