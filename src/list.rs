@@ -148,6 +148,19 @@ impl conc_list {
     }
 }
 
+/// The element `index` of the live `CONC_TYPE_I64` list `list`, or None
+/// for anything the checked path must refuse (NULL, a closed or forged
+/// handle, another type, an index past the end).
+#[inline(always)]
+fn fast_i64_slot<'a>(list: *const conc_list, index: usize) -> Option<&'a AtomicI64> {
+    let list: &'a conc_list = crate::handle::lookup(list)?;
+    if list.ty == CONC_TYPE_I64 && index < list.len {
+        Some(as_i64(list.slot(index)))
+    } else {
+        None
+    }
+}
+
 // AtomicI64 and AtomicU64 have the same layout; the i64 accessors use the
 // signed view so that no bit-casting is needed.
 fn as_i64(slot: &AtomicU64) -> &AtomicI64 {
@@ -399,6 +412,34 @@ pub unsafe extern "C" fn conc_list_add_i64(
     delta: i64,
     previous: *mut i64,
 ) -> conc_status {
+    // The fast path: a live I64 list and an index in range, the only case
+    // that needs speed (shared counters). It cannot fail or panic, so it
+    // skips the guard; everything else takes the checked path below.
+    if let Some(slot) = fast_i64_slot(list, index) {
+        let old = slot.fetch_add(delta, Ordering::SeqCst);
+        // SAFETY: NULL or valid for writes (caller contract).
+        if let Some(previous) = unsafe { opt_out_ref(previous) } {
+            *previous = old;
+        }
+        return crate::error::CONC_OK;
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { add_i64_checked(list, index, delta, previous) }
+}
+
+/// `conc_list_add_i64` with every check and its error message, out of the
+/// fast path's way.
+///
+/// # Safety
+/// As `conc_list_add_i64`.
+#[cold]
+#[inline(never)]
+unsafe fn add_i64_checked(
+    list: *mut conc_list,
+    index: usize,
+    delta: i64,
+    previous: *mut i64,
+) -> conc_status {
     const OP: &str = "conc_list_add_i64";
     guard(OP, || {
         let list = crate::handle::get(list, OP, "list")?;
@@ -431,6 +472,38 @@ pub unsafe extern "C" fn conc_list_add_i64(
 /// `list` must be NULL or a live handle; `actual` NULL or valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn conc_list_compare_exchange_i64(
+    list: *mut conc_list,
+    index: usize,
+    expected: i64,
+    desired: i64,
+    actual: *mut i64,
+) -> conc_status {
+    if let Some(slot) = fast_i64_slot(list, index) {
+        if let Ok(found) =
+            slot.compare_exchange(expected, desired, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            // SAFETY: NULL or valid for writes (caller contract).
+            if let Some(actual) = unsafe { opt_out_ref(actual) } {
+                *actual = found;
+            }
+            return crate::error::CONC_OK;
+        }
+        // Not equal: the checked path below tries again, records the
+        // message and writes *actual. Trying again is the same as trying
+        // once a moment later, which a caller cannot tell apart.
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { compare_exchange_i64_checked(list, index, expected, desired, actual) }
+}
+
+/// `conc_list_compare_exchange_i64` with every check, the message and the
+/// BUSY answer, out of the fast path's way.
+///
+/// # Safety
+/// As `conc_list_compare_exchange_i64`.
+#[cold]
+#[inline(never)]
+unsafe fn compare_exchange_i64_checked(
     list: *mut conc_list,
     index: usize,
     expected: i64,
