@@ -13,11 +13,23 @@
 //! | 16     | 8    | length, in elements                     |
 //! | 24     | 8·n  | the elements, 8 bytes each              |
 //!
+//! (`CONC_TYPE_BYTES` lists keep this header, add their item size at
+//! offset 24, and lay their elements out as `bytes.rs` describes.)
+//!
 //! The creator writes version, type and length, then stores the magic with
 //! Release ordering; `open` loads it with Acquire ordering before reading
 //! the rest, so an attach that races with a create either sees the whole
 //! header or refuses the segment as not (yet) a list. Elements are read and
 //! written as 64-bit atomics (the bits of an `f64` for `CONC_TYPE_F64`).
+//!
+//! `conc_list_add_i64` and `conc_list_compare_exchange_i64` are one
+//! sequentially consistent `fetch_add` / `compare_exchange` on the element's
+//! word, atomic across processes because the word is in shared memory and
+//! lock-free on every 64-bit target conc builds for. Their hot path, a live
+//! I64 list and an index in range, is checked inline with no guard and no
+//! message (it cannot fail), so a shared counter costs little more than a
+//! bare C11 `atomic_fetch_add` (benches/bench_list.c); every other case
+//! takes the checked path, which records the message.
 
 use std::ffi::{c_char, CStr};
 use std::ptr;
@@ -29,6 +41,9 @@ use crate::error::{
 use crate::ffi::{c_str, guard, guard_value, opt_out_ref, out_ref};
 use crate::shm::{Segment, ShowName};
 
+mod bytes;
+pub use bytes::{conc_list_create_bytes, conc_list_get_bytes, conc_list_set_bytes};
+
 /// The element type of a shared list.
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -38,6 +53,9 @@ pub enum conc_type {
     CONC_TYPE_I64 = 0,
     /// 64-bit floating point numbers (`double`).
     CONC_TYPE_F64 = 1,
+    /// Byte strings of 0 to `item_size` bytes each (see
+    /// `conc_list_create_bytes`).
+    CONC_TYPE_BYTES = 2,
 }
 
 pub use conc_type::*;
@@ -53,6 +71,7 @@ impl conc_type {
         match raw {
             0 => Some(CONC_TYPE_I64),
             1 => Some(CONC_TYPE_F64),
+            2 => Some(CONC_TYPE_BYTES),
             _ => None,
         }
     }
@@ -61,6 +80,7 @@ impl conc_type {
         match self {
             CONC_TYPE_I64 => "CONC_TYPE_I64",
             CONC_TYPE_F64 => "CONC_TYPE_F64",
+            CONC_TYPE_BYTES => "CONC_TYPE_BYTES",
         }
     }
 }
@@ -97,6 +117,8 @@ pub struct conc_list {
     segment: Segment,
     ty: conc_type,
     len: usize,
+    /// 8 for numbers; the largest element of a bytes list.
+    item_size: usize,
 }
 
 impl crate::handle::Object for conc_list {
@@ -127,8 +149,15 @@ impl conc_list {
         }
     }
 
-    /// Checks the index and type for the accessor `op`.
+    /// Checks the index and type for the accessor `op` of a numeric list.
     fn check(&self, op: &str, index: usize, ty: conc_type) -> Result<&AtomicU64> {
+        self.check_element(op, index, ty)?;
+        Ok(self.slot(index))
+    }
+
+    /// Checks that the list holds `ty` values and that `index` is in range,
+    /// for the accessor `op`.
+    fn check_element(&self, op: &str, index: usize, ty: conc_type) -> Result<()> {
         let call = || format!("{op}({}, {index})", ShowName(Some(self.segment.name())));
         if self.ty != ty {
             return Err(Error::invalid(format!(
@@ -144,7 +173,7 @@ impl conc_list {
                 format!("{}: index past the end (length {})", call(), self.len),
             ));
         }
-        Ok(self.slot(index))
+        Ok(())
     }
 }
 
@@ -180,7 +209,8 @@ fn as_i64(slot: &AtomicU64) -> &AtomicI64 {
 /// failure `*out` is NULL.
 ///
 /// Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` NULL, bad name, unknown
-/// type, `len` 0), `CONC_ERR_ALREADY_EXISTS`,
+/// type, `CONC_TYPE_BYTES` (use `conc_list_create_bytes`), `len` 0),
+/// `CONC_ERR_ALREADY_EXISTS`,
 /// `CONC_ERR_RESOURCE_EXHAUSTED` (no space, or a length no segment can
 /// hold), `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`.
 ///
@@ -212,30 +242,70 @@ pub unsafe extern "C" fn conc_list_create(
                 call(&r#type.0)
             )));
         };
+        if ty == CONC_TYPE_BYTES {
+            return Err(Error::invalid(format!(
+                "{}: byte-string lists are made by conc_list_create_bytes, which takes their item size",
+                call(&ty.name())
+            )));
+        }
         if len == 0 {
             return Err(Error::invalid(format!(
                 "{}: the length is 0",
                 call(&ty.name())
             )));
         }
-        let Some(size) = segment_size(len) else {
-            return Err(Error::new(
-                CONC_ERR_RESOURCE_EXHAUSTED,
-                format!(
-                    "{}: larger than the largest possible segment",
-                    call(&ty.name())
-                ),
-            ));
-        };
-        let segment = Segment::create(OP, name, size, format_args!(", {}, {len}", ty.name()))?;
-        let header = conc_list::header(&segment);
-        header.version.store(VERSION, Ordering::Relaxed);
-        header.ty.store(ty as u32, Ordering::Relaxed);
-        header.len.store(len as u64, Ordering::Relaxed);
-        // Published last: whoever sees the magic sees the fields above.
-        header.magic.store(MAGIC, Ordering::Release);
-        *out = crate::handle::publish(conc_list { segment, ty, len })?;
+        *out = create_list(
+            OP,
+            name,
+            ty,
+            len,
+            ELEMENT_SIZE,
+            format_args!(", {}, {len}", ty.name()),
+        )?;
         Ok(())
+    })
+}
+
+/// Makes a new list segment of `len` elements of `ty` (checked by the
+/// caller: `len > 0`, `item_size > 0`), writes its header, publishes it
+/// last, and returns the new handle. `rest` is the rest of the call for
+/// messages.
+pub(crate) fn create_list(
+    op: &str,
+    name: Option<&CStr>,
+    ty: conc_type,
+    len: usize,
+    item_size: usize,
+    rest: std::fmt::Arguments<'_>,
+) -> Result<*mut conc_list> {
+    let size = match ty {
+        CONC_TYPE_BYTES => bytes::segment_size(len, item_size),
+        _ => segment_size(len),
+    };
+    let Some(size) = size else {
+        return Err(Error::new(
+            CONC_ERR_RESOURCE_EXHAUSTED,
+            format!(
+                "{op}({}{rest}): larger than the largest possible segment",
+                ShowName(name)
+            ),
+        ));
+    };
+    let segment = Segment::create(op, name, size, rest)?;
+    let header = conc_list::header(&segment);
+    header.version.store(VERSION, Ordering::Relaxed);
+    header.ty.store(ty as u32, Ordering::Relaxed);
+    header.len.store(len as u64, Ordering::Relaxed);
+    if ty == CONC_TYPE_BYTES {
+        bytes::write_item_size(&segment, item_size);
+    }
+    // Published last: whoever sees the magic sees the fields above.
+    header.magic.store(MAGIC, Ordering::Release);
+    crate::handle::publish(conc_list {
+        segment,
+        ty,
+        len,
+        item_size,
     })
 }
 
@@ -291,7 +361,13 @@ pub unsafe extern "C" fn conc_list_open(
             return Err(not_a_list("unknown element type"));
         };
         let len = usize::try_from(header.len.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-        match segment_size(len) {
+        let (item_size, need) = if ty == CONC_TYPE_BYTES {
+            let item_size = bytes::read_item_size(&segment).map_err(|why| not_a_list(&why))?;
+            (item_size, bytes::segment_size(len, item_size))
+        } else {
+            (ELEMENT_SIZE, segment_size(len))
+        };
+        match need {
             Some(need) if len > 0 && need <= segment.size() => {}
             _ => {
                 return Err(not_a_list(&format!(
@@ -300,7 +376,12 @@ pub unsafe extern "C" fn conc_list_open(
                 )))
             }
         }
-        *out = crate::handle::publish(conc_list { segment, ty, len })?;
+        *out = crate::handle::publish(conc_list {
+            segment,
+            ty,
+            len,
+            item_size,
+        })?;
         Ok(())
     })
 }
@@ -328,6 +409,20 @@ pub unsafe extern "C" fn conc_list_type(list: *const conc_list) -> conc_type {
     })
 }
 
+/// Returns the size of one element in bytes: 8 for `CONC_TYPE_I64` and
+/// `CONC_TYPE_F64` lists, the `item_size` given at create (the longest
+/// byte string an element holds) for `CONC_TYPE_BYTES` lists. 0 when
+/// `list` is NULL.
+///
+/// # Safety
+/// `list` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn conc_list_item_size(list: *const conc_list) -> usize {
+    guard_value("conc_list_item_size", 0, || {
+        crate::handle::lookup(list).map_or(0, |l| l.item_size)
+    })
+}
+
 /// Returns the list's segment name without a leading `/` (e.g.
 /// `"psm_1f2e3d4c"`), the name other processes pass to `conc_list_open`.
 /// Owned by the handle, valid until `conc_list_close`. `""` when `list` is
@@ -345,8 +440,8 @@ pub unsafe extern "C" fn conc_list_name(list: *const conc_list) -> *const c_char
 /// Stores `value` at `index` of a `CONC_TYPE_I64` list, atomically (a
 /// release store): every process sees either the old or the new value.
 ///
-/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a `CONC_TYPE_F64`
-/// list), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
+/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+/// not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
 ///
 /// # Safety
 /// `list` must be NULL or a live handle.
@@ -367,8 +462,8 @@ pub unsafe extern "C" fn conc_list_set_i64(
 /// Reads the element at `index` of a `CONC_TYPE_I64` list into `*value`,
 /// atomically (an acquire load).
 ///
-/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a
-/// `CONC_TYPE_F64` list), `CONC_ERR_OUT_OF_RANGE` (`index >=
+/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a list
+/// that does not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
 /// conc_list_len(list)`). `*value` is written only on success.
 ///
 /// # Safety
@@ -538,8 +633,8 @@ unsafe fn compare_exchange_i64_checked(
 /// Stores `value` at `index` of a `CONC_TYPE_F64` list, atomically (a
 /// release store of its 64 bits).
 ///
-/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a `CONC_TYPE_I64`
-/// list), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
+/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+/// not hold `CONC_TYPE_F64` values), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
 ///
 /// # Safety
 /// `list` must be NULL or a live handle.
@@ -561,8 +656,8 @@ pub unsafe extern "C" fn conc_list_set_f64(
 /// Reads the element at `index` of a `CONC_TYPE_F64` list into `*value`,
 /// atomically (an acquire load of its 64 bits).
 ///
-/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a
-/// `CONC_TYPE_I64` list), `CONC_ERR_OUT_OF_RANGE` (`index >=
+/// Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a list
+/// that does not hold `CONC_TYPE_F64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
 /// conc_list_len(list)`). `*value` is written only on success.
 ///
 /// # Safety

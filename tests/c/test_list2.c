@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -220,11 +221,254 @@ TEST(concurrent_adds_from_processes_and_threads_are_exact) {
     CHECK_OK(conc_list_close(list));
 }
 
+/* ---- byte-string lists ------------------------------------------------ */
+
+TEST(bytes_round_trip_and_lengths) {
+    conc_list *a = (conc_list *)1, *b = NULL;
+    CHECK_OK(conc_list_create_bytes(&a, NULL, 3, 10));
+    CHECK(conc_list_type(a) == CONC_TYPE_BYTES);
+    CHECK(conc_list_len(a) == 3 && conc_list_item_size(a) == 10);
+    CHECK_OK(conc_list_open(&b, conc_list_name(a)));
+    CHECK(conc_list_type(b) == CONC_TYPE_BYTES);
+    CHECK(conc_list_len(b) == 3 && conc_list_item_size(b) == 10);
+
+    char buf[32];
+    size_t n = 99;
+    /* New elements are empty. */
+    for (size_t i = 0; i < 3; i++) {
+        n = 99;
+        CHECK_OK(conc_list_get_bytes(b, i, buf, sizeof buf, &n));
+        CHECK(n == 0);
+    }
+    /* Any bytes, NUL included; the length is kept. */
+    CHECK_OK(conc_list_set_bytes(a, 0, "he\0llo", 6));
+    memset(buf, 'x', sizeof buf);
+    CHECK_OK(conc_list_get_bytes(b, 0, buf, sizeof buf, &n));
+    CHECK(n == 6 && memcmp(buf, "he\0llo", 6) == 0 && buf[6] == 'x'); /* no NUL added */
+    CHECK_OK(conc_list_get_bytes(b, 0, buf, 6, &n));
+    CHECK(n == 6);
+    /* Too small: OUT_OF_RANGE with the size it needs, buf untouched. */
+    memset(buf, 'x', sizeof buf);
+    n = 0;
+    CHECK_STATUS(conc_list_get_bytes(b, 0, buf, 5, &n), CONC_ERR_OUT_OF_RANGE);
+    CHECK(n == 6 && buf[0] == 'x');
+    CHECK_MESSAGE_HAS("conc_list_get_bytes(\"psm_");
+    CHECK_MESSAGE_HAS("holds 6 bytes, more than buf_size 5");
+    /* The size probe: buf NULL, buf_size 0. */
+    n = 0;
+    CHECK_STATUS(conc_list_get_bytes(b, 0, NULL, 0, &n), CONC_ERR_OUT_OF_RANGE);
+    CHECK(n == 6);
+    n = 99;
+    CHECK_OK(conc_list_get_bytes(b, 1, NULL, 0, &n));
+    CHECK(n == 0);
+    /* buf_size 0 with a real buffer is the same probe. */
+    n = 0;
+    CHECK_STATUS(conc_list_get_bytes(b, 0, buf, 0, &n), CONC_ERR_OUT_OF_RANGE);
+    CHECK(n == 6);
+
+    /* Exactly item_size; one more is refused and changes nothing. */
+    CHECK_OK(conc_list_set_bytes(a, 1, "0123456789", 10));
+    CHECK_STATUS(conc_list_set_bytes(a, 1, "0123456789A", 11), CONC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE_HAS("11 bytes is longer than the item size 10");
+    CHECK_STATUS(conc_list_set_bytes(a, 1, "x", SIZE_MAX), CONC_ERR_OUT_OF_RANGE);
+    CHECK_OK(conc_list_get_bytes(b, 1, buf, sizeof buf, &n));
+    CHECK(n == 10 && memcmp(buf, "0123456789", 10) == 0);
+    /* Shorter again; empty, with data NULL too. */
+    CHECK_OK(conc_list_set_bytes(b, 1, "xy", 2));
+    CHECK_OK(conc_list_get_bytes(a, 1, buf, sizeof buf, &n));
+    CHECK(n == 2 && memcmp(buf, "xy", 2) == 0);
+    CHECK_OK(conc_list_set_bytes(a, 1, NULL, 0));
+    CHECK_OK(conc_list_get_bytes(b, 1, buf, sizeof buf, &n));
+    CHECK(n == 0);
+
+    /* The segment: the header, then 64-byte aligned elements. */
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/%s", conc_list_name(a));
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(st.st_size == 64 + 3 * 128); /* 64 + 8 + 2 * (8 + 16) = 120 -> 128 */
+    CHECK_OK(conc_list_unlink(a));
+    CHECK_OK(conc_list_close(a));
+    CHECK_OK(conc_list_close(b));
+}
+
+TEST(bytes_errors) {
+    char name[64];
+    snprintf(name, sizeof name, "ctl2_%d_bytes", (int)getpid());
+    conc_list *list = (conc_list *)1;
+    CHECK_STATUS(conc_list_create_bytes(&list, name, 4, 0), CONC_ERR_INVALID_ARGUMENT);
+    CHECK(list == NULL);
+    char want[160];
+    snprintf(want, sizeof want, "conc_list_create_bytes(\"%s\", 4, 0): the item size is 0", name);
+    CHECK(strcmp(conc_last_error_message(), want) == 0);
+    list = (conc_list *)1;
+    CHECK_STATUS(conc_list_create_bytes(&list, name, 0, 4), CONC_ERR_INVALID_ARGUMENT);
+    CHECK(list == NULL);
+    CHECK_MESSAGE_HAS("the length is 0");
+    CHECK_STATUS(conc_list_create_bytes(&list, name, 2, SIZE_MAX), CONC_ERR_RESOURCE_EXHAUSTED);
+    CHECK_STATUS(conc_list_create_bytes(&list, name, SIZE_MAX / 64, 8),
+                 CONC_ERR_RESOURCE_EXHAUSTED);
+    CHECK_STATUS(conc_list_create_bytes(&list, "bad/name", 1, 8), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_create_bytes(NULL, NULL, 1, 8), CONC_ERR_INVALID_ARGUMENT);
+    CHECK(!in_dev_shm(name));
+    /* conc_list_create refuses CONC_TYPE_BYTES: it needs an item size. */
+    CHECK_STATUS(conc_list_create(&list, name, CONC_TYPE_BYTES, 4), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("are made by conc_list_create_bytes");
+    CHECK(list == NULL && !in_dev_shm(name));
+
+    /* A name that is taken. */
+    conc_list *taken = NULL;
+    CHECK_OK(conc_list_create(&taken, name, CONC_TYPE_I64, 1));
+    CHECK_STATUS(conc_list_create_bytes(&list, name, 1, 8), CONC_ERR_ALREADY_EXISTS);
+    CHECK_OK(conc_list_unlink(taken));
+    CHECK_OK(conc_list_close(taken));
+
+    conc_list *bytes = NULL, *num = NULL;
+    CHECK_OK(conc_list_create_bytes(&bytes, name, 2, 4));
+    CHECK_OK(conc_list_create(&num, NULL, CONC_TYPE_F64, 2));
+    int64_t v = 3;
+    double d = 4;
+    size_t n = 7;
+    char buf[8] = "unused";
+    /* The wrong type's accessors, both ways. */
+    CHECK_STATUS(conc_list_get_i64(bytes, 0, &v), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("holds CONC_TYPE_BYTES values, not CONC_TYPE_I64");
+    CHECK_STATUS(conc_list_set_i64(bytes, 0, 1), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_get_f64(bytes, 0, &d), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_set_f64(bytes, 0, 1), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_add_i64(bytes, 0, 1, &v), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_compare_exchange_i64(bytes, 0, 0, 1, &v), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_set_bytes(num, 0, "x", 1), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("holds CONC_TYPE_F64 values, not CONC_TYPE_BYTES");
+    CHECK_STATUS(conc_list_get_bytes(num, 0, buf, sizeof buf, &n), CONC_ERR_INVALID_ARGUMENT);
+    CHECK(v == 3 && d == 4 && n == 7);
+    CHECK(conc_list_item_size(num) == 8);
+    CHECK(conc_list_item_size(NULL) == 0);
+    /* Index past the end. */
+    CHECK_STATUS(conc_list_set_bytes(bytes, 2, "x", 1), CONC_ERR_OUT_OF_RANGE);
+    CHECK_MESSAGE_HAS("index past the end (length 2)");
+    CHECK_STATUS(conc_list_get_bytes(bytes, 2, buf, sizeof buf, &n), CONC_ERR_OUT_OF_RANGE);
+    CHECK_STATUS(conc_list_get_bytes(bytes, SIZE_MAX, NULL, 0, &n), CONC_ERR_OUT_OF_RANGE);
+    CHECK(n == 7);
+    /* NULL arguments. */
+    CHECK_STATUS(conc_list_set_bytes(NULL, 0, "x", 1), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("conc_list_set_bytes: argument `list` is NULL");
+    CHECK_STATUS(conc_list_get_bytes(NULL, 0, buf, sizeof buf, &n), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_set_bytes(bytes, 0, NULL, 1), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("argument `data` is NULL");
+    CHECK_STATUS(conc_list_get_bytes(bytes, 0, NULL, 4, &n), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("argument `buf` is NULL");
+    CHECK_STATUS(conc_list_get_bytes(bytes, 0, buf, sizeof buf, NULL), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("argument `n` is NULL");
+    CHECK(n == 7 && strcmp(buf, "unused") == 0);
+    /* Closed and forged handles. */
+    CHECK_OK(conc_list_unlink(bytes));
+    CHECK_OK(conc_list_unlink(num));
+    CHECK_OK(conc_list_close(bytes));
+    CHECK_OK(conc_list_close(num));
+    CHECK_STATUS(conc_list_set_bytes(bytes, 0, "x", 1), CONC_ERR_INVALID_STATE);
+    CHECK_STATUS(conc_list_get_bytes(bytes, 0, buf, sizeof buf, &n), CONC_ERR_INVALID_STATE);
+    CHECK(conc_list_item_size(bytes) == 0);
+    uint64_t fake[8] = {0};
+    CHECK_STATUS(conc_list_set_bytes((conc_list *)fake, 0, "x", 1), CONC_ERR_INVALID_STATE);
+    CHECK(conc_list_item_size((conc_list *)fake) == 0);
+}
+
+/* Two patterns of different lengths and contents: a mix of them, or a
+ * pattern with the other's length, is a torn read. */
+#define TORN_ITEM 65536
+#define TORN_B_LEN 20000
+static void fill_a(char *p) {
+    for (int i = 0; i < TORN_ITEM; i++) {
+        p[i] = (char)('a' + i % 26);
+    }
+}
+static void fill_b(char *p) { memset(p, 'Z', TORN_B_LEN); }
+
+/* 0 when `buf[0..n)` is the empty start value, pattern A or pattern B. */
+static int torn(const char *buf, size_t n, const char *a, const char *b) {
+    if (n == 0) {
+        return 0;
+    }
+    if (n == TORN_ITEM && memcmp(buf, a, TORN_ITEM) == 0) {
+        return 0;
+    }
+    if (n == TORN_B_LEN && memcmp(buf, b, TORN_B_LEN) == 0) {
+        return 0;
+    }
+    return 1;
+}
+
+static int torn_writes(void) { return scale(20000); }
+
+struct torn_arg {
+    conc_list *list, *done; /* done[0] becomes 1 when the writer ends */
+};
+
+static int torn_writer(void *arg) {
+    struct torn_arg *t = arg;
+    char a[TORN_ITEM], b[TORN_ITEM];
+    fill_a(a);
+    fill_b(b);
+    int n = torn_writes(), code = 0;
+    for (int i = 0; i < n && code == 0; i++) {
+        /* A A B B A A ...: each of the element's two copies then gets A
+         * and B in turn (a plain A B A B would always refill a copy with
+         * the same pattern, and hide a torn read). */
+        conc_status st = (i & 2) ? conc_list_set_bytes(t->list, 0, a, TORN_ITEM)
+                                 : conc_list_set_bytes(t->list, 0, b, TORN_B_LEN);
+        code = st != CONC_OK;
+    }
+    conc_list_set_i64(t->done, 0, 1);
+    return code;
+}
+
+/* A writer process alternates two patterns of different lengths as fast
+ * as it can; this process reads all the while and must only ever see one
+ * of them whole (or the empty start). */
+TEST(bytes_torn_read_torture) {
+    struct torn_arg t = {NULL, NULL};
+    CHECK_OK(conc_list_create_bytes(&t.list, NULL, 1, TORN_ITEM));
+    CHECK_OK(conc_list_create(&t.done, NULL, CONC_TYPE_I64, 1));
+    char a[TORN_ITEM], b[TORN_ITEM], buf[TORN_ITEM];
+    fill_a(a);
+    fill_b(b);
+    conc_process w;
+    CHECK_OK(conc_process_spawn(&w, torn_writer, &t));
+    long reads = 0, bad = 0, as = 0, bs = 0;
+    int64_t done = 0;
+    while (done == 0) {
+        CHECK_OK(conc_list_get_i64(t.done, 0, &done));
+        size_t n = 0;
+        if (conc_list_get_bytes(t.list, 0, buf, sizeof buf, &n) != CONC_OK) {
+            bad++;
+            break;
+        }
+        bad += torn(buf, n, a, b);
+        as += n == TORN_ITEM;
+        bs += n == TORN_B_LEN;
+        reads++;
+    }
+    int code = -1;
+    CHECK_OK(conc_process_join(w, &code));
+    CHECK(code == 0);
+    CHECK(bad == 0);
+    CHECK(as > 0 && bs > 0); /* both patterns were seen */
+    printf("  %ld reads: %ld of A, %ld of B, %ld torn\n", reads, as, bs, bad);
+    CHECK_OK(conc_list_unlink(t.list));
+    CHECK_OK(conc_list_close(t.list));
+    CHECK_OK(conc_list_unlink(t.done));
+    CHECK_OK(conc_list_close(t.done));
+}
+
 int main(void) {
     shm_snapshot_begin();
     RUN(add_returns_previous_and_wraps);
     RUN(compare_exchange_semantics);
     RUN(add_and_compare_exchange_errors);
     RUN(concurrent_adds_from_processes_and_threads_are_exact);
+    RUN(bytes_round_trip_and_lengths);
+    RUN(bytes_errors);
+    RUN(bytes_torn_read_torture);
     return shm_snapshot_end(CHECK_SUMMARY());
 }
