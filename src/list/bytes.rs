@@ -144,39 +144,7 @@ use crate::error::{conc_status, Error, Result, CONC_ERR_IO, CONC_ERR_OUT_OF_RANG
 use crate::ffi::{guard, out_ref};
 use crate::shm::{Segment, ShowName};
 use crate::sync::futex::Deadline;
-// Until conc's robust mutex (src/sync/mutex.rs) is merged in: a stand-in
-// with its internal API and zero-is-unlocked layout, NOT robust, to test
-// everything else. Replaced by `use crate::sync::mutex::conc_mutex;`.
-use stand_in::conc_mutex;
-mod stand_in {
-    use crate::error::Result;
-    use crate::sync::futex::Deadline;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    #[allow(non_camel_case_types)]
-    #[repr(C)]
-    pub struct conc_mutex {
-        word: AtomicU32,
-    }
-    impl conc_mutex {
-        pub(crate) fn lock(&self, _deadline: Deadline) -> Result<bool> {
-            while self
-                .word
-                .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                std::thread::yield_now();
-            }
-            Ok(false)
-        }
-        pub(crate) fn unlock(&self) -> Result<()> {
-            self.word.store(0, Ordering::Release);
-            Ok(())
-        }
-        pub(crate) fn consistent(&self) -> Result<()> {
-            Ok(())
-        }
-    }
-}
+use crate::sync::mutex::conc_mutex;
 
 /// Where the item size is kept, after the common 24-byte header.
 const ITEM_SIZE_OFFSET: usize = HEADER_SIZE;

@@ -461,6 +461,142 @@ TEST(bytes_torn_read_torture) {
     CHECK_OK(conc_list_close(t.done));
 }
 
+/* ---- a writer killed in the middle of a write, many times ------------- */
+
+#define KILL_ITEM 65536
+#define KILL_B_LEN 20000
+#define LOCK_DIED 0x40000000u /* the lock word's owner-died bit (kernel ABI) */
+
+static int kill_rounds(void) { return scale(300); }
+
+static char kill_a[KILL_ITEM], kill_b[KILL_B_LEN];
+
+static void fill_kill_patterns(void) {
+    memset(kill_a, 'a', sizeof kill_a);
+    memset(kill_b, 'b', sizeof kill_b);
+}
+
+/* Writes A A B B ... for ever (until killed). */
+static int endless_writer(void *arg) {
+    conc_list *list = arg;
+    for (unsigned i = 0;; i++) {
+        conc_status st = (i & 2) ? conc_list_set_bytes(list, 0, kill_a, KILL_ITEM)
+                                 : conc_list_set_bytes(list, 0, kill_b, KILL_B_LEN);
+        if (st != CONC_OK) {
+            return 1;
+        }
+    }
+}
+
+/* 1 when buf[0..n) is a whole value some writer of this test wrote. */
+static int whole_kill_value(const char *buf, size_t n) {
+    if (n == 0) {
+        return 1;
+    }
+    if (n == KILL_ITEM) {
+        return memcmp(buf, kill_a, KILL_ITEM) == 0;
+    }
+    if (n == KILL_B_LEN) {
+        return memcmp(buf, kill_b, KILL_B_LEN) == 0;
+    }
+    return n < 32 && strncmp(buf, "parent ", 7) == 0;
+}
+
+struct kill_reader_arg {
+    conc_list *list, *ctl; /* ctl[0]: stop; ctl[1]: reads; ctl[2]: bad reads */
+};
+
+/* Reads all the while, counting reads and reads that are not whole. */
+static int kill_reader(void *arg) {
+    struct kill_reader_arg *r = arg;
+    static char buf[KILL_ITEM];
+    int64_t stop = 0;
+    while (stop == 0) {
+        size_t n = 0;
+        if (conc_list_get_bytes(r->list, 0, buf, sizeof buf, &n) != CONC_OK ||
+            !whole_kill_value(buf, n)) {
+            conc_list_add_i64(r->ctl, 2, 1, NULL);
+        }
+        conc_list_add_i64(r->ctl, 1, 1, NULL);
+        conc_list_get_i64(r->ctl, 0, &stop);
+    }
+    return 0;
+}
+
+/* Each round starts a writer process that writes 64 KiB values in a loop,
+ * lets it run for a random 0-3 ms and SIGKILLs it: it spends nearly all
+ * its time inside conc_list_set_bytes, holding the element's lock, so
+ * most kills land in the middle of a write (counted below from the lock
+ * word, which the kernel marks when its holder dies). After each kill the
+ * element must hold a whole value, and this process must be able to write
+ * it at once; a reader process checks every value it sees all along and
+ * must keep making progress. A writer or reader that blocked would be
+ * caught by the case's watchdog. */
+TEST(bytes_writer_killed_mid_write) {
+    fill_kill_patterns();
+    struct kill_reader_arg r = {NULL, NULL};
+    CHECK_OK(conc_list_create_bytes(&r.list, NULL, 1, KILL_ITEM));
+    CHECK_OK(conc_list_create(&r.ctl, NULL, CONC_TYPE_I64, 3));
+    /* The element's lock word, seen through a plain mapping of the
+     * segment: element 0 starts at offset 64 and its lock at 0. */
+    conc_shm *seg = NULL;
+    CHECK_OK(conc_shm_open(&seg, conc_list_name(r.list)));
+    volatile uint32_t *lock_word = (volatile uint32_t *)(void *)(conc_shm_buf(seg) + 64);
+
+    conc_process reader;
+    CHECK_OK(conc_process_spawn(&reader, kill_reader, &r));
+    static char buf[KILL_ITEM];
+    int rounds = kill_rounds(), died_holding = 0, bad = 0;
+    int64_t reads_before = 0, reads_after = 0;
+    srand((unsigned)getpid());
+    for (int round = 0; round < rounds && bad == 0; round++) {
+        conc_process w;
+        CHECK_OK(conc_process_spawn(&w, endless_writer, r.list));
+        usleep((useconds_t)(rand() % 3000));
+        CHECK(kill((pid_t)w.pid, SIGKILL) == 0);
+        int code = -1;
+        CHECK_OK(conc_process_join(w, &code));
+        CHECK(code == 128 + SIGKILL);
+        died_holding += (*lock_word & LOCK_DIED) != 0;
+
+        /* Old or new, whole. */
+        size_t n = 0;
+        CHECK_OK(conc_list_get_bytes(r.list, 0, buf, sizeof buf, &n));
+        if (!whole_kill_value(buf, n)) {
+            printf("  round %d: a value of %zu bytes that no writer wrote\n", round, n);
+            bad++;
+        }
+        /* The next writer goes on at once, and its value is read back. */
+        char mine[32];
+        int len = snprintf(mine, sizeof mine, "parent %d", round);
+        CHECK_OK(conc_list_set_bytes(r.list, 0, mine, (size_t)len));
+        CHECK_OK(conc_list_get_bytes(r.list, 0, buf, sizeof buf, &n));
+        CHECK(n == (size_t)len && memcmp(buf, mine, n) == 0);
+        if (round == rounds / 2) {
+            CHECK_OK(conc_list_get_i64(r.ctl, 1, &reads_before));
+        }
+    }
+    /* The reader kept going through it all. */
+    CHECK_OK(conc_list_get_i64(r.ctl, 1, &reads_after));
+    CHECK(reads_after > reads_before);
+    CHECK_OK(conc_list_set_i64(r.ctl, 0, 1));
+    int code = -1;
+    CHECK_OK(conc_process_join(reader, &code));
+    CHECK(code == 0);
+    int64_t reader_bad = -1;
+    CHECK_OK(conc_list_get_i64(r.ctl, 2, &reader_bad));
+    CHECK(bad == 0 && reader_bad == 0);
+    printf("  %d kills, %d of them holding the lock (mid-write); reader: %lld reads, %lld bad\n",
+           rounds, died_holding, (long long)reads_after, (long long)reader_bad);
+    /* Most kills land mid-write; at least some must, or this tests nothing. */
+    CHECK(died_holding > 0);
+    CHECK_OK(conc_shm_close(seg));
+    CHECK_OK(conc_list_unlink(r.list));
+    CHECK_OK(conc_list_close(r.list));
+    CHECK_OK(conc_list_unlink(r.ctl));
+    CHECK_OK(conc_list_close(r.ctl));
+}
+
 int main(void) {
     shm_snapshot_begin();
     RUN(add_returns_previous_and_wraps);
@@ -470,5 +606,6 @@ int main(void) {
     RUN(bytes_round_trip_and_lengths);
     RUN(bytes_errors);
     RUN(bytes_torn_read_torture);
+    RUN(bytes_writer_killed_mid_write);
     return shm_snapshot_end(CHECK_SUMMARY());
 }
