@@ -411,9 +411,9 @@ pub unsafe extern "C" fn conc_list_set_bytes(
     const OP: &str = "conc_list_set_bytes";
     guard(OP, || {
         let list = crate::handle::get(list, OP, "list")?;
-        // SAFETY: NULL or valid for `n` bytes (caller contract); n 0 is
-        // an empty slice whatever the pointer.
-        let data = unsafe { crate::ffi::bytes(data.cast(), n, OP, "data") }?;
+        if n > 0 {
+            crate::ffi::not_null(data, OP, "data")?;
+        }
         list.check_element(OP, index, CONC_TYPE_BYTES)?;
         if n > list.item_size {
             return Err(Error::new(
@@ -425,6 +425,10 @@ pub unsafe extern "C" fn conc_list_set_bytes(
                 ),
             ));
         }
+        // SAFETY: NULL only when n is 0 (checked above), else valid for
+        // `n` bytes (caller contract); n is at most item_size, so the
+        // slice is a real one.
+        let data = unsafe { crate::ffi::bytes(data.cast(), n, OP, "data") }?;
         list.element(index).write(data)
     })
 }
@@ -469,15 +473,21 @@ pub unsafe extern "C" fn conc_list_get_bytes(
         let list = crate::handle::get(list, OP, "list")?;
         // SAFETY: NULL or valid for writes (caller contract).
         let n = unsafe { out_ref(n, OP, "n") }?;
-        let buf: &mut [u8] = if buf_size == 0 {
+        if buf_size > 0 {
+            crate::ffi::not_null(buf, OP, "buf")?;
+        }
+        list.check_element(OP, index, CONC_TYPE_BYTES)?;
+        // No element is longer than item_size, so only that much of `buf`
+        // is ever used (whatever buf_size says, even SIZE_MAX).
+        let usable = buf_size.min(list.item_size);
+        let buf: &mut [u8] = if usable == 0 {
             &mut []
         } else {
-            crate::ffi::not_null(buf, OP, "buf")?;
-            // SAFETY: non-NULL and valid for `buf_size` bytes (caller
-            // contract).
-            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), buf_size) }
+            // SAFETY: non-NULL and valid for `buf_size >= usable` bytes
+            // (caller contract); usable <= item_size, a size that fits in
+            // a mapping, so below isize::MAX.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), usable) }
         };
-        list.check_element(OP, index, CONC_TYPE_BYTES)?;
         let call = || format!("{OP}({}, {index})", ShowName(Some(list.segment.name())));
         match list.element(index).read(buf) {
             Ok(Found { len, copied: true }) => {
@@ -685,6 +695,18 @@ mod tests {
             assert_eq!(get(num, 0, 8).0, CONC_ERR_INVALID_ARGUMENT);
             assert_eq!(conc_list_item_size(num), 8);
             assert_eq!(conc_list_item_size(ptr::null()), 0);
+            // Lengths past any slice: refused, or clamped, before use.
+            assert_eq!(
+                conc_list_set_bytes(a, 0, b"x".as_ptr().cast(), usize::MAX),
+                CONC_ERR_OUT_OF_RANGE
+            );
+            assert_eq!(set(a, 0, b"abc"), CONC_OK);
+            assert_eq!(
+                conc_list_get_bytes(a, 0, buf.as_mut_ptr().cast(), usize::MAX, &mut n),
+                CONC_OK
+            );
+            assert_eq!((n, &buf[..3]), (3, &b"abc"[..]));
+            n = 7;
             // Index past the end.
             assert_eq!(set(a, 2, b"x"), CONC_ERR_OUT_OF_RANGE);
             assert_eq!(

@@ -542,6 +542,8 @@ TEST(bytes_writer_killed_mid_write) {
     conc_shm *seg = NULL;
     CHECK_OK(conc_shm_open(&seg, conc_list_name(r.list)));
     volatile uint32_t *lock_word = (volatile uint32_t *)(void *)(conc_shm_buf(seg) + 64);
+    /* Its version word (at 64 within the element), which every write bumps. */
+    volatile uint64_t *version = (volatile uint64_t *)(void *)(conc_shm_buf(seg) + 64 + 64);
 
     conc_process reader;
     CHECK_OK(conc_process_spawn(&reader, kill_reader, &r));
@@ -551,7 +553,13 @@ TEST(bytes_writer_killed_mid_write) {
     srand((unsigned)getpid());
     for (int round = 0; round < rounds && bad == 0; round++) {
         conc_process w;
+        uint64_t v0 = *version;
         CHECK_OK(conc_process_spawn(&w, endless_writer, r.list));
+        /* Once it is writing (it may start slowly under valgrind), a
+         * random 0-3 ms more. */
+        for (int i = 0; i < 100000 && *version == v0; i++) {
+            usleep(100);
+        }
         usleep((useconds_t)(rand() % 3000));
         CHECK(kill((pid_t)w.pid, SIGKILL) == 0);
         int code = -1;
