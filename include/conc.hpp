@@ -1119,7 +1119,9 @@ public:
     list& operator=(list&&) noexcept = default;
     ~list() = default;
 
-    /// Element `index`, whole; CONC_ERR_OUT_OF_RANGE past the end.
+    /// Element `index`, whole; CONC_ERR_OUT_OF_RANGE past the end. Reads
+    /// through a buffer of item_size() bytes: in a loop over a list with a
+    /// large item size, get(index, out) reuses one string instead.
     std::string get(std::size_t index) const {
         std::string value;
         get(index, value);
