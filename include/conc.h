@@ -590,6 +590,9 @@ enum conc_status conc_list_create_bytes(struct conc_list **out, const char *name
  *
  * Writers of the same element take turns (a lock per element, robust
  * against a writer that dies holding it); readers never wait for them.
+ * The lock knows its holder by thread id, so processes in different PID
+ * namespaces (e.g. containers sharing `/dev/shm`) must not write the same
+ * list; reading it from anywhere is fine.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, `data` NULL with `n >
  * 0`, or a list that does not hold `CONC_TYPE_BYTES`),
