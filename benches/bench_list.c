@@ -136,6 +136,7 @@ int main(void) {
         if (got != want || atomic_load(ctl->word) != want) {
             fprintf(stderr, "bench_list: lost adds: %lld and %lld, want %lld\n", (long long)got,
                     (long long)atomic_load(ctl->word), (long long)want);
+            (void)conc_list_unlink(list);
             return 1;
         }
     }

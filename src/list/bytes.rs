@@ -178,9 +178,10 @@ pub(super) fn segment_size(len: usize, item_size: usize) -> Option<usize> {
 }
 
 fn item_size_word(segment: &Segment) -> &AtomicU64 {
-    // SAFETY: a bytes list segment holds at least BYTES_HEADER bytes
-    // (checked by create and read_item_size's caller order: the size check
-    // comes first), the offset is 8-aligned in a page-aligned mapping.
+    // SAFETY: called on segments of at least BYTES_HEADER bytes only
+    // (create makes them larger; read_item_size checks the size before
+    // calling this); the offset is 8-aligned in a page-aligned mapping
+    // that lives as long as `segment`.
     unsafe { &*segment.as_ptr().add(ITEM_SIZE_OFFSET).cast::<AtomicU64>() }
 }
 
@@ -277,7 +278,7 @@ impl Element<'_> {
             }
         }
         let v = self.version.load(Ordering::Acquire);
-        let spare = &self.copies[((v + 1) & 1) as usize];
+        let spare = &self.copies[((v & 1) ^ 1) as usize];
         fence(Ordering::Release);
         spare.len.store(data.len() as u64, Ordering::Relaxed);
         for (word, chunk) in spare.words.iter().zip(data.chunks(8)) {
