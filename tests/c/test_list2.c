@@ -463,25 +463,22 @@ TEST(bytes_torn_read_torture) {
 
 /* ---- a writer killed in the middle of a write, many times ------------- */
 
-#define KILL_ITEM 65536
-#define KILL_B_LEN 20000
+#define KILL_ITEM 65536 /* the largest item of these tortures */
 #define LOCK_DIED 0x40000000u /* the lock word's owner-died bit (kernel ABI) */
 
 static int kill_rounds(void) { return scale(300); }
 
-static char kill_a[KILL_ITEM], kill_b[KILL_B_LEN];
-
-static void fill_kill_patterns(void) {
-    memset(kill_a, 'a', sizeof kill_a);
-    memset(kill_b, 'b', sizeof kill_b);
-}
+/* The two values the killed writers write: A is a_len bytes of 'a', B
+ * b_len bytes of 'b' (set before any child starts). */
+static char kill_a[KILL_ITEM], kill_b[KILL_ITEM];
+static size_t kill_a_len, kill_b_len;
 
 /* Writes A A B B ... for ever (until killed). */
 static int endless_writer(void *arg) {
     conc_list *list = arg;
     for (unsigned i = 0;; i++) {
-        conc_status st = (i & 2) ? conc_list_set_bytes(list, 0, kill_a, KILL_ITEM)
-                                 : conc_list_set_bytes(list, 0, kill_b, KILL_B_LEN);
+        conc_status st = (i & 2) ? conc_list_set_bytes(list, 0, kill_a, kill_a_len)
+                                 : conc_list_set_bytes(list, 0, kill_b, kill_b_len);
         if (st != CONC_OK) {
             return 1;
         }
@@ -493,11 +490,11 @@ static int whole_kill_value(const char *buf, size_t n) {
     if (n == 0) {
         return 1;
     }
-    if (n == KILL_ITEM) {
-        return memcmp(buf, kill_a, KILL_ITEM) == 0;
+    if (n == kill_a_len && memcmp(buf, kill_a, n) == 0) {
+        return 1;
     }
-    if (n == KILL_B_LEN) {
-        return memcmp(buf, kill_b, KILL_B_LEN) == 0;
+    if (n == kill_b_len && memcmp(buf, kill_b, n) == 0) {
+        return 1;
     }
     return n < 32 && strncmp(buf, "parent ", 7) == 0;
 }
@@ -523,26 +520,30 @@ static int kill_reader(void *arg) {
     return 0;
 }
 
-/* Each round starts a writer process that writes 64 KiB values in a loop,
- * lets it run for a random 0-3 ms and SIGKILLs it: it spends nearly all
- * its time inside conc_list_set_bytes, holding the element's lock, so
- * most kills land in the middle of a write (counted below from the lock
- * word, which the kernel marks when its holder dies). After each kill the
- * element must hold a whole value, and this process must be able to write
- * it at once; a reader process checks every value it sees all along and
- * must keep making progress. A writer or reader that blocked would be
- * caught by the case's watchdog. */
-TEST(bytes_writer_killed_mid_write) {
-    fill_kill_patterns();
+/* Each round starts a writer process that writes A and B in a loop, lets
+ * it run for a random 0 to max_delay_us microseconds once it is writing,
+ * and SIGKILLs it. After each kill the element must hold a whole value,
+ * and this process must be able to write it at once (a writer waiting for
+ * ever would be caught by the case's watchdog); a reader process checks
+ * every value it sees all along and must keep making progress. The kills
+ * that landed while the writer held the element's lock (in the middle of
+ * a write) are counted from the lock word, which the kernel marks when its
+ * holder dies; the others landed between two writes. */
+static void kill_torture(size_t item_size, size_t a_len, size_t b_len, int max_delay_us,
+                         int require_mid_write) {
+    memset(kill_a, 'a', sizeof kill_a);
+    memset(kill_b, 'b', sizeof kill_b);
+    kill_a_len = a_len;
+    kill_b_len = b_len;
     struct kill_reader_arg r = {NULL, NULL};
-    CHECK_OK(conc_list_create_bytes(&r.list, NULL, 1, KILL_ITEM));
+    CHECK_OK(conc_list_create_bytes(&r.list, NULL, 1, item_size));
     CHECK_OK(conc_list_create(&r.ctl, NULL, CONC_TYPE_I64, 3));
-    /* The element's lock word, seen through a plain mapping of the
-     * segment: element 0 starts at offset 64 and its lock at 0. */
+    /* The element's lock word and version, through a plain mapping of the
+     * segment: element 0 starts at offset 64, its lock at 0 within it and
+     * its version word at 64. */
     conc_shm *seg = NULL;
     CHECK_OK(conc_shm_open(&seg, conc_list_name(r.list)));
     volatile uint32_t *lock_word = (volatile uint32_t *)(void *)(conc_shm_buf(seg) + 64);
-    /* Its version word (at 64 within the element), which every write bumps. */
     volatile uint64_t *version = (volatile uint64_t *)(void *)(conc_shm_buf(seg) + 64 + 64);
 
     conc_process reader;
@@ -556,11 +557,11 @@ TEST(bytes_writer_killed_mid_write) {
         uint64_t v0 = *version;
         CHECK_OK(conc_process_spawn(&w, endless_writer, r.list));
         /* Once it is writing (it may start slowly under valgrind), a
-         * random 0-3 ms more. */
+         * random delay more. */
         for (int i = 0; i < 100000 && *version == v0; i++) {
             usleep(100);
         }
-        usleep((useconds_t)(rand() % 3000));
+        usleep((useconds_t)(rand() % (max_delay_us + 1)));
         CHECK(kill((pid_t)w.pid, SIGKILL) == 0);
         int code = -1;
         CHECK_OK(conc_process_join(w, &code));
@@ -594,16 +595,27 @@ TEST(bytes_writer_killed_mid_write) {
     int64_t reader_bad = -1;
     CHECK_OK(conc_list_get_i64(r.ctl, 2, &reader_bad));
     CHECK(bad == 0 && reader_bad == 0);
-    printf("  %d kills, %d of them holding the lock (mid-write); reader: %lld reads, %lld bad\n",
-           rounds, died_holding, (long long)reads_after, (long long)reader_bad);
-    /* Most kills land mid-write; at least some must, or this tests nothing. */
-    CHECK(died_holding > 0);
+    printf("  %d kills: %d mid-write (lock held), %d between writes; reader: %lld reads, "
+           "%lld bad\n",
+           rounds, died_holding, rounds - died_holding, (long long)reads_after,
+           (long long)reader_bad);
+    /* With long writes, some kills must land mid-write, or this tests
+     * nothing. (With short ones, a small run may miss by chance.) */
+    CHECK(!require_mid_write || died_holding > 0);
     CHECK_OK(conc_shm_close(seg));
     CHECK_OK(conc_list_unlink(r.list));
     CHECK_OK(conc_list_close(r.list));
     CHECK_OK(conc_list_unlink(r.ctl));
     CHECK_OK(conc_list_close(r.ctl));
 }
+
+/* 64 KiB values: the writer spends nearly all its time in a write, so
+ * nearly every kill lands in the middle of one. */
+TEST(bytes_writer_killed_mid_write) { kill_torture(KILL_ITEM, KILL_ITEM, 20000, 3000, 1); }
+
+/* 16-byte values: short writes, so the kills land at every point, in and
+ * between writes. */
+TEST(bytes_writer_killed_at_any_point) { kill_torture(16, 16, 5, 300, 0); }
 
 int main(void) {
     shm_snapshot_begin();
@@ -615,5 +627,6 @@ int main(void) {
     RUN(bytes_errors);
     RUN(bytes_torn_read_torture);
     RUN(bytes_writer_killed_mid_write);
+    RUN(bytes_writer_killed_at_any_point);
     return shm_snapshot_end(CHECK_SUMMARY());
 }
