@@ -307,8 +307,10 @@ TSAN_FLAGS  := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 
 ASAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/asan/%,$(C_TESTS))
 ASAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/asan/examples/%,$(EXAMPLES))
-# Threads under TSan: the thread and stress tests and the thread examples.
-TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(filter %/test_thread.c %/test_stress.c %/test_sync.c %/test_sync_torture.c %/test_sync_tsan.c,$(C_TESTS)))
+# Threads under TSan: the C tests that use threads, and the thread examples.
+# A C test that uses threads says so with the line "make sanitize: tsan"
+# in its opening comment.
+TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(shell grep -l 'make sanitize: tsan' $(C_TESTS)))
 TSAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/tsan/examples/%,$(foreach e,$(EXAMPLES),$(if $(findstring thread,$(notdir $(e))),$(e))))
 
 # halt_on_error: the first report ends the process, so it counts even in a
