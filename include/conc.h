@@ -128,6 +128,11 @@ typedef enum conc_type {
      * 64-bit floating point numbers (`double`).
      */
     CONC_TYPE_F64 = 1,
+    /**
+     * Byte strings of 0 to `item_size` bytes each (see
+     * `conc_list_create_bytes`).
+     */
+    CONC_TYPE_BYTES = 2,
 } conc_type;
 
 /**
@@ -464,7 +469,8 @@ const char *conc_version(void);
  * failure `*out` is NULL.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` NULL, bad name, unknown
- * type, `len` 0), `CONC_ERR_ALREADY_EXISTS`,
+ * type, `CONC_TYPE_BYTES` (use `conc_list_create_bytes`), `len` 0),
+ * `CONC_ERR_ALREADY_EXISTS`,
  * `CONC_ERR_RESOURCE_EXHAUSTED` (no space, or a length no segment can
  * hold), `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`.
  *
@@ -514,6 +520,17 @@ size_t conc_list_len(const struct conc_list *list);
 enum conc_type conc_list_type(const struct conc_list *list);
 
 /**
+ * Returns the size of one element in bytes: 8 for `CONC_TYPE_I64` and
+ * `CONC_TYPE_F64` lists, the `item_size` given at create (the longest
+ * byte string an element holds) for `CONC_TYPE_BYTES` lists. 0 when
+ * `list` is NULL.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle.
+ */
+size_t conc_list_item_size(const struct conc_list *list);
+
+/**
  * Returns the list's segment name without a leading `/` (e.g.
  * `"psm_1f2e3d4c"`), the name other processes pass to `conc_list_open`.
  * Owned by the handle, valid until `conc_list_close`. `""` when `list` is
@@ -528,8 +545,8 @@ const char *conc_list_name(const struct conc_list *list);
  * Stores `value` at `index` of a `CONC_TYPE_I64` list, atomically (a
  * release store): every process sees either the old or the new value.
  *
- * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a `CONC_TYPE_F64`
- * list), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+ * not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
  *
  * # Safety
  * `list` must be NULL or a live handle.
@@ -540,8 +557,8 @@ enum conc_status conc_list_set_i64(struct conc_list *list, size_t index, int64_t
  * Reads the element at `index` of a `CONC_TYPE_I64` list into `*value`,
  * atomically (an acquire load).
  *
- * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a
- * `CONC_TYPE_F64` list), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a list
+ * that does not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
  * conc_list_len(list)`). `*value` is written only on success.
  *
  * # Safety
@@ -550,11 +567,53 @@ enum conc_status conc_list_set_i64(struct conc_list *list, size_t index, int64_t
 enum conc_status conc_list_get_i64(const struct conc_list *list, size_t index, int64_t *value);
 
 /**
+ * Adds `delta` to the element at `index` of a `CONC_TYPE_I64` list in one
+ * atomic read-modify-write (a sequentially consistent `fetch_add` on the
+ * shared word), so processes and threads can share counters without a
+ * lock: concurrent adds are never lost. Wraps around on overflow, like
+ * two's-complement addition (`INT64_MAX + 1` is `INT64_MIN`).
+ *
+ * `previous`, when not NULL, receives the value the element held just
+ * before this add; it is written only on success.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+ * not hold `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * conc_list_len(list)`), `CONC_ERR_INVALID_STATE` (a closed handle).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `previous` NULL or valid for
+ * writes.
+ */
+enum conc_status conc_list_add_i64(struct conc_list *list, size_t index, int64_t delta, int64_t *previous);
+
+/**
+ * Stores `desired` at `index` of a `CONC_TYPE_I64` list only if the
+ * element equals `expected`, in one atomic compare-and-exchange (sequentially
+ * consistent). Returns `CONC_OK` when it stored `desired`, and
+ * `CONC_ERR_BUSY` when the element held another value (nothing changed).
+ *
+ * `actual`, when not NULL, receives the value found in the element, on
+ * `CONC_OK` (then equal to `expected`) and on `CONC_ERR_BUSY` alike: one
+ * of the documented exceptions to "outputs are written only on success".
+ * It is not written for any other error. A `CONC_ERR_BUSY` records a
+ * message naming the value found, like any failure.
+ *
+ * Errors: `CONC_ERR_BUSY` (the element was not `expected`),
+ * `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does not hold
+ * `CONC_TYPE_I64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * conc_list_len(list)`), `CONC_ERR_INVALID_STATE` (a closed handle).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `actual` NULL or valid for writes.
+ */
+enum conc_status conc_list_compare_exchange_i64(struct conc_list *list, size_t index, int64_t expected, int64_t desired, int64_t *actual);
+
+/**
  * Stores `value` at `index` of a `CONC_TYPE_F64` list, atomically (a
  * release store of its 64 bits).
  *
- * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a `CONC_TYPE_I64`
- * list), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, or a list that does
+ * not hold `CONC_TYPE_F64` values), `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`).
  *
  * # Safety
  * `list` must be NULL or a live handle.
@@ -565,8 +624,8 @@ enum conc_status conc_list_set_f64(struct conc_list *list, size_t index, double 
  * Reads the element at `index` of a `CONC_TYPE_F64` list into `*value`,
  * atomically (an acquire load of its 64 bits).
  *
- * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a
- * `CONC_TYPE_I64` list), `CONC_ERR_OUT_OF_RANGE` (`index >=
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` or `value` NULL, or a list
+ * that does not hold `CONC_TYPE_F64` values), `CONC_ERR_OUT_OF_RANGE` (`index >=
  * conc_list_len(list)`). `*value` is written only on success.
  *
  * # Safety
@@ -602,6 +661,91 @@ enum conc_status conc_list_unlink(const struct conc_list *list);
  * `conc_list_open`; no other thread may be using the handle.
  */
 enum conc_status conc_list_close(struct conc_list *list);
+
+/**
+ * Creates a new shared list of `len` byte strings of 0 to `item_size`
+ * bytes each, all empty, in a new segment named `name` (the rules and
+ * behaviour of `conc_list_create`: NULL picks a random `psm_` name, mode
+ * 0600, never an existing segment, no name left behind on failure).
+ * Another process attaches with `conc_list_open(name)` alone, which gives
+ * it the length, the type `CONC_TYPE_BYTES` and the item size.
+ *
+ * Each element costs about `2 * item_size + 88` bytes, rounded up to a
+ * multiple of 64 (two copies of the value, so that a writer killed in the
+ * middle of a write never damages it, and a lock for its writers).
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_list_close`; the segment stays until `conc_list_unlink`. On
+ * failure `*out` is NULL.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` NULL, bad name, `len` 0,
+ * `item_size` 0), `CONC_ERR_ALREADY_EXISTS`, `CONC_ERR_RESOURCE_EXHAUSTED`
+ * (no space, or a size no segment can hold), `CONC_ERR_PERMISSION_DENIED`,
+ * `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_list_create_bytes(struct conc_list **out, const char *name, size_t len, size_t item_size);
+
+/**
+ * Stores the `n` bytes at `data` as element `index` of a `CONC_TYPE_BYTES`
+ * list (any bytes, NUL included; `n` 0 makes it empty). Every reader, in
+ * any process, sees the old value or the new one whole, never a mix; if
+ * the calling process is killed during the call, the element keeps its
+ * old value or has the new one, and other writers and readers go on.
+ *
+ * Writers of the same element take turns (a lock per element, robust
+ * against a writer that dies holding it); readers never wait for them.
+ * The lock knows its holder by thread id, so processes in different PID
+ * namespaces (e.g. containers sharing `/dev/shm`) must not write the same
+ * list; reading it from anywhere is fine.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`list` NULL, `data` NULL with `n >
+ * 0`, or a list that does not hold `CONC_TYPE_BYTES`),
+ * `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`, or `n >
+ * conc_list_item_size(list)`: the element is unchanged),
+ * `CONC_ERR_INVALID_STATE` (a closed handle), or what the element's lock
+ * reports (`CONC_ERR_INVALID_STATE` when it was left unusable by a
+ * program that wrote into the list's memory).
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `data` NULL or valid for reads of
+ * `n` bytes.
+ */
+enum conc_status conc_list_set_bytes(struct conc_list *list, size_t index, const void *data, size_t n);
+
+/**
+ * Copies element `index` of a `CONC_TYPE_BYTES` list into `buf` and sets
+ * `*n` to its length in bytes. The copy is whole and consistent: never a
+ * mix of two values, whatever writers in other processes do at the same
+ * time (the call retries, without waiting for any writer, when one
+ * finishes a write while it copies). No NUL is added.
+ *
+ * `buf` NULL with `buf_size` 0 is a size probe: `CONC_OK` with `*n` 0 for
+ * an empty element, else `CONC_ERR_OUT_OF_RANGE` with `*n` set.
+ *
+ * Errors: `CONC_ERR_OUT_OF_RANGE` (`index >= conc_list_len(list)`; or the
+ * element is longer than `buf_size`: then `*n` is set to the size it
+ * needs, one of the documented exceptions to "outputs are written only on
+ * success"; call again with a buffer of `conc_list_item_size(list)` bytes
+ * to never see this), `CONC_ERR_INVALID_ARGUMENT` (`list` or `n` NULL,
+ * `buf` NULL with `buf_size > 0`, or a list that does not hold
+ * `CONC_TYPE_BYTES`), `CONC_ERR_INVALID_STATE` (a closed handle),
+ * `CONC_ERR_IO` (the element's recorded length exceeds the item size:
+ * something other than conc wrote into the segment).
+ *
+ * `buf` is left alone on every failure, except that when another process
+ * makes the element longer than `buf_size` while this call is copying it,
+ * the bytes of `buf` may have been overwritten before the call returns
+ * `CONC_ERR_OUT_OF_RANGE`.
+ *
+ * # Safety
+ * `list` must be NULL or a live handle; `buf` NULL or valid for writes of
+ * `buf_size` bytes; `n` NULL or valid for writes.
+ */
+enum conc_status conc_list_get_bytes(const struct conc_list *list, size_t index, void *buf, size_t buf_size, size_t *n);
 
 /**
  * Maps the whole file `path` into memory and stores the new handle in

@@ -37,6 +37,7 @@ c_tests!(
     test_shm,
     test_process,
     test_list,
+    test_list2,
     test_stress,
     test_sync,
     test_sync_torture,

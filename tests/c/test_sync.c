@@ -1,4 +1,5 @@
-/* Synchronization through the C ABI: conc_mutex, conc_cond, conc_sem,
+/* make sanitize: tsan.
+ * Synchronization through the C ABI: conc_mutex, conc_cond, conc_sem,
  * conc_barrier and conc_event between threads and between processes,
  * zero-filled shared segments, every status, timeouts, robustness (holder
  * death by thread exit and by SIGKILL, consistent, unusable), forked

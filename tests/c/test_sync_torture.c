@@ -1,4 +1,5 @@
-/* Kill torture of the synchronization primitives: in each round three
+/* make sanitize: tsan.
+ * Kill torture of the synchronization primitives: in each round three
  * child processes work on a conc_mutex, conc_cond, conc_sem or conc_event in a
  * shared segment, and one of them (the victim) is SIGKILLed at a random
  * instant, while it takes, holds or releases the mutex or waits. Every

@@ -1,4 +1,5 @@
-/* ThreadSanitizer understands conc's synchronization: plain data guarded
+/* make sanitize: tsan.
+ * ThreadSanitizer understands conc's synchronization: plain data guarded
  * by a conc_mutex, or handed over through a conc_sem, conc_cond, conc_event
  * or conc_barrier, is race-free under -fsanitize=thread. Built with
  * -DRACY (`make sanitize-tsan` does it), the mutex case forgets its lock,
