@@ -125,7 +125,7 @@ const SLOTS: usize = 256;
 /// before it re-checked) delays another waiter by at most this.
 const SLICE_MS: u64 = 10;
 /// How many rounds a waiter spins, reading head and tail, before sleeping.
-const SPIN_ROUNDS: u32 = 2000;
+const SPIN_ROUNDS: u32 = 100;
 /// How long `try_` calls (and timed calls whose time is shorter) wait for
 /// the mutex itself, which is only held for one copy; only a holder that
 /// is stopped (SIGSTOP) can make this run out.
@@ -486,17 +486,44 @@ mod ring_mutex {
     use crate::error::{Error, Result, CONC_ERR_TIMED_OUT};
     use crate::sync::futex::{self, Deadline, Scope};
 
-    /// 0: unlocked; otherwise the holder's process id.
+    /// 0: unlocked; otherwise the holder's process id, or-ed with
+    /// [`WAITERS`] once someone sleeps on it.
     #[repr(C)]
     pub(crate) struct RingMutex {
         word: AtomicU32,
         _reserved: [u32; 15],
     }
 
+    const WAITERS: u32 = 1 << 31;
+
+    /// This process's id, cached (getpid is a system call), reset in a
+    /// forked child.
+    static PID: AtomicU32 = AtomicU32::new(0);
+
+    extern "C" fn forget_pid() {
+        PID.store(0, Ordering::Relaxed);
+    }
+
+    fn my_pid() -> u32 {
+        let pid = PID.load(Ordering::Relaxed);
+        if pid != 0 {
+            return pid;
+        }
+        static ATFORK: std::sync::Once = std::sync::Once::new();
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler that only stores to an atomic.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+        });
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u32;
+        PID.store(pid, Ordering::Relaxed);
+        pid
+    }
+
     impl RingMutex {
         pub(crate) fn lock(&self, deadline: Deadline) -> Result<bool> {
-            // SAFETY: getpid has no preconditions.
-            let me = unsafe { libc::getpid() } as u32;
+            let me = my_pid();
+            let mut spins = 0;
             loop {
                 let seen =
                     match self
@@ -509,16 +536,19 @@ mod ring_mutex {
                         }
                         Err(seen) => seen,
                     };
-                if futex::spin_until(200, || self.word.load(Ordering::Relaxed) == 0) {
+                if spins < 4 {
+                    spins += 1;
+                    futex::spin_until(50, || self.word.load(Ordering::Relaxed) == 0);
                     continue;
                 }
+                let owner = seen & !WAITERS;
                 // SAFETY: kill with signal 0 only probes for existence.
-                let gone = unsafe { libc::kill(seen as libc::pid_t, 0) } == -1
+                let gone = unsafe { libc::kill(owner as libc::pid_t, 0) } == -1
                     && crate::error::errno() == libc::ESRCH;
                 if gone
                     && self
                         .word
-                        .compare_exchange(seen, me, Ordering::Acquire, Ordering::Relaxed)
+                        .compare_exchange(seen, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                 {
                     return Ok(true);
@@ -526,14 +556,38 @@ mod ring_mutex {
                 if deadline.expired() {
                     return Err(Error::new(CONC_ERR_TIMED_OUT, "timed out"));
                 }
-                futex::wait(&self.word, seen, deadline.slice(1), Scope::Shared);
+                if seen & WAITERS == 0
+                    && self
+                        .word
+                        .compare_exchange(
+                            seen,
+                            seen | WAITERS,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_err()
+                {
+                    continue;
+                }
+                futex::wait(&self.word, seen | WAITERS, deadline.slice(5), Scope::Shared);
+                // Whoever takes it after a sleep keeps the flag, so that
+                // its unlock wakes any other sleeper.
+                if self
+                    .word
+                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    crate::tsan::acquire(self as *const Self as *const ());
+                    return Ok(false);
+                }
             }
         }
 
         pub(crate) fn unlock(&self) -> Result<()> {
             crate::tsan::release(self as *const Self as *const ());
-            self.word.store(0, Ordering::Release);
-            futex::wake(&self.word, 1, Scope::Shared);
+            if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
+                futex::wake(&self.word, 1, Scope::Shared);
+            }
             Ok(())
         }
 
