@@ -40,7 +40,8 @@ EXAMPLE_C   := $(wildcard c_examples/*.c)
 EXAMPLE_CXX := $(wildcard c_examples/*.cpp)
 EXAMPLES    := $(sort $(patsubst c_examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_C)) \
                       $(patsubst c_examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX)))
-BENCHES     := $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c))
+BENCHES     := $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c)) \
+               $(patsubst benches/%.cpp,$(BUILD)/benches/%,$(wildcard benches/*.cpp))
 
 # The version, from Cargo.toml (the one source of truth).
 VERSION       := $(shell awk '/^\[/ { p = ($$0 == "[package]") } p && /^version *=/ { gsub(/^[^"]*"|".*$$/, ""); print; exit }' Cargo.toml)
@@ -193,6 +194,11 @@ test: check-header header-compile compiler-matrix check-symbols examples test-cp
 $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+# C++ benchmarks (optional baselines such as Boost, found by __has_include).
+$(BUILD)/benches/%: benches/%.cpp $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CXX) $(EX_CXXFLAGS) -O2 -Ibenches $< -o $@ $(LIB) $(NATIVE_LIBS)
 
 # Benchmarks run from the top of the repository; some time the examples
 # in build/examples as whole processes.
