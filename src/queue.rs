@@ -1055,3 +1055,249 @@ pub unsafe extern "C" fn conc_queue_close(queue: *mut conc_queue) -> conc_status
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::*;
+    use crate::shm::tests::{in_dev_shm, shm_lock, unique};
+    use std::ffi::CString;
+
+    fn create(name: Option<&CStr>, capacity: usize, message_size: usize) -> *mut conc_queue {
+        let mut q = ptr::null_mut();
+        let name = name.map_or(ptr::null(), CStr::as_ptr);
+        // SAFETY: valid out pointer; name NULL or a C string.
+        let st = unsafe { conc_queue_create(&mut q, name, capacity, message_size) };
+        assert_eq!(st, CONC_OK, "{}", last_error_message());
+        q
+    }
+
+    fn push(q: *mut conc_queue, m: &[u8]) -> conc_status {
+        // SAFETY: m is valid for its length.
+        unsafe { conc_queue_try_push(q, m.as_ptr().cast(), m.len()) }
+    }
+
+    fn pop(q: *mut conc_queue) -> std::result::Result<Vec<u8>, conc_status> {
+        let mut buf = vec![0u8; 256];
+        let mut n = 0usize;
+        // SAFETY: buf is valid for its length, n for writes.
+        let st = unsafe { conc_queue_try_pop(q, buf.as_mut_ptr().cast(), buf.len(), &mut n) };
+        if st == CONC_OK {
+            buf.truncate(n);
+            Ok(buf)
+        } else {
+            Err(st)
+        }
+    }
+
+    fn close(q: *mut conc_queue) {
+        // SAFETY: a live handle.
+        unsafe {
+            let _ = conc_queue_unlink(q);
+            assert_eq!(conc_queue_close(q), CONC_OK);
+        }
+    }
+
+    #[test]
+    fn geometry() {
+        assert_eq!(stride_for(1), Some(16));
+        assert_eq!(stride_for(8), Some(16));
+        assert_eq!(stride_for(9), Some(24));
+        assert_eq!(stride_for(64), Some(72));
+        assert_eq!(stride_for(usize::MAX), None);
+        assert_eq!(segment_size(4, 8), Some(256 + 64));
+        assert_eq!(segment_size(usize::MAX, 8), None);
+        assert_eq!(segment_size(usize::MAX / 16, 8), None);
+    }
+
+    #[test]
+    fn round_trip_lengths_and_order() {
+        let _lock = shm_lock();
+        let name = unique("q_rt");
+        let q = create(Some(&name), 3, 5);
+        assert!(in_dev_shm(&name));
+        // SAFETY: live handle.
+        unsafe {
+            assert_eq!(conc_queue_capacity(q), 3);
+            assert_eq!(conc_queue_message_size(q), 5);
+            assert_eq!(CStr::from_ptr(conc_queue_name(q)), name.as_c_str());
+        }
+        assert_eq!(push(q, b""), CONC_OK);
+        assert_eq!(push(q, b"abcde"), CONC_OK);
+        assert_eq!(push(q, b"xy"), CONC_OK);
+        assert_eq!(push(q, b"z"), CONC_ERR_BUSY);
+        assert_eq!(push(q, b"123456"), CONC_ERR_OUT_OF_RANGE);
+        // SAFETY: live handle.
+        assert_eq!(unsafe { conc_queue_len(q) }, 3);
+        assert_eq!(pop(q), Ok(vec![]));
+        assert_eq!(pop(q), Ok(b"abcde".to_vec()));
+        assert_eq!(pop(q), Ok(b"xy".to_vec()));
+        assert_eq!(pop(q), Err(CONC_ERR_BUSY));
+        close(q);
+        assert!(!in_dev_shm(&name));
+    }
+
+    #[test]
+    fn small_buffer_reports_the_size_and_keeps_the_message() {
+        let _lock = shm_lock();
+        let q = create(None, 2, 16);
+        assert_eq!(push(q, b"0123456789"), CONC_OK);
+        let mut n = 0usize;
+        let mut buf = [0u8; 4];
+        // SAFETY: buf valid for 4 bytes; NULL with 0 is a probe.
+        unsafe {
+            assert_eq!(
+                conc_queue_pop(q, buf.as_mut_ptr().cast(), 4, &mut n),
+                CONC_ERR_OUT_OF_RANGE
+            );
+            assert_eq!(n, 10);
+            n = 0;
+            assert_eq!(
+                conc_queue_try_pop(q, ptr::null_mut(), 0, &mut n),
+                CONC_ERR_OUT_OF_RANGE
+            );
+            assert_eq!(n, 10);
+        }
+        assert_eq!(pop(q), Ok(b"0123456789".to_vec()));
+        close(q);
+    }
+
+    #[test]
+    fn shutdown_semantics() {
+        let _lock = shm_lock();
+        let q = create(None, 4, 4);
+        assert_eq!(push(q, b"a"), CONC_OK);
+        // SAFETY: live handle.
+        unsafe {
+            assert_eq!(conc_queue_shutdown(q), CONC_OK);
+            assert_eq!(conc_queue_shutdown(q), CONC_OK);
+        }
+        assert_eq!(push(q, b"b"), CONC_ERR_SHUTDOWN);
+        assert_eq!(push(q, b"too long"), CONC_ERR_OUT_OF_RANGE);
+        assert_eq!(pop(q), Ok(b"a".to_vec()));
+        assert_eq!(pop(q), Err(CONC_ERR_SHUTDOWN));
+        close(q);
+    }
+
+    #[test]
+    fn timeouts_are_honoured() {
+        let _lock = shm_lock();
+        let q = create(None, 1, 4);
+        let mut buf = [0u8; 4];
+        let mut n = 0usize;
+        let start = std::time::Instant::now();
+        // SAFETY: valid buffers.
+        let st = unsafe { conc_queue_pop_timeout(q, 30, buf.as_mut_ptr().cast(), 4, &mut n) };
+        assert_eq!(st, CONC_ERR_TIMED_OUT);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(30));
+        assert_eq!(push(q, b"x"), CONC_OK);
+        // SAFETY: valid message.
+        let st = unsafe { conc_queue_push_timeout(q, b"y".as_ptr().cast(), 1, 20) };
+        assert_eq!(st, CONC_ERR_TIMED_OUT);
+        close(q);
+    }
+
+    /// Runs `f` in a forked child that then dies with `_exit` (as if
+    /// killed): whatever it holds stays held by a dead process.
+    fn in_dying_child(f: impl FnOnce()) {
+        // SAFETY: the child only touches atomics and memory, then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            f();
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    }
+
+    #[test]
+    fn a_producer_dying_mid_copy_leaves_no_message() {
+        let _lock = shm_lock();
+        let q = create(None, 4, 8);
+        assert_eq!(push(q, b"first"), CONC_OK);
+        let obj = handle::lookup(q).unwrap();
+        in_dying_child(|| {
+            // Lock, half-write the next slot, die before the commit.
+            let _ = obj.mutex().lock(Deadline::NEVER);
+            let tail = obj.control().tail.load(Ordering::Relaxed);
+            let (len, bytes) = obj.slot(tail);
+            len.store(8, Ordering::Relaxed);
+            // SAFETY: the slot holds 8 bytes.
+            unsafe { ptr::write_bytes(bytes, b'!', 3) };
+        });
+        // The next caller repairs the mutex; the half message is absent.
+        assert_eq!(push(q, b"second"), CONC_OK);
+        assert_eq!(pop(q), Ok(b"first".to_vec()));
+        assert_eq!(pop(q), Ok(b"second".to_vec()));
+        assert_eq!(pop(q), Err(CONC_ERR_BUSY));
+        close(q);
+    }
+
+    #[test]
+    fn a_producer_dying_after_the_commit_delivers_whole() {
+        let _lock = shm_lock();
+        let q = create(None, 4, 8);
+        let obj = handle::lookup(q).unwrap();
+        in_dying_child(|| {
+            // Push fully, then die still holding the mutex.
+            let _ = obj.mutex().lock(Deadline::NEVER);
+            let c = obj.control();
+            let tail = c.tail.load(Ordering::Relaxed);
+            let (len, bytes) = obj.slot(tail);
+            len.store(5, Ordering::Relaxed);
+            // SAFETY: the slot holds 8 bytes.
+            unsafe { ptr::copy_nonoverlapping(b"whole".as_ptr(), bytes, 5) };
+            c.tail.store(tail + 1, Ordering::Release);
+        });
+        assert_eq!(pop(q), Ok(b"whole".to_vec()));
+        assert_eq!(pop(q), Err(CONC_ERR_BUSY));
+        close(q);
+    }
+
+    #[test]
+    fn a_consumer_dying_before_the_commit_loses_nothing() {
+        let _lock = shm_lock();
+        let q = create(None, 4, 8);
+        assert_eq!(push(q, b"keep"), CONC_OK);
+        let obj = handle::lookup(q).unwrap();
+        in_dying_child(|| {
+            // Lock and read the first message, die before head + 1.
+            let _ = obj.mutex().lock(Deadline::NEVER);
+            let head = obj.control().head.load(Ordering::Relaxed);
+            let (len, _) = obj.slot(head);
+            let _ = len.load(Ordering::Relaxed);
+        });
+        assert_eq!(pop(q), Ok(b"keep".to_vec()));
+        close(q);
+    }
+
+    #[test]
+    fn handles_are_checked() {
+        let _lock = shm_lock();
+        let q = create(None, 1, 1);
+        close(q);
+        assert_eq!(push(q, b""), CONC_ERR_INVALID_STATE);
+        assert_eq!(pop(q), Err(CONC_ERR_INVALID_STATE));
+        // SAFETY: NULL and stale handles are refused before use.
+        unsafe {
+            assert_eq!(conc_queue_shutdown(q), CONC_ERR_INVALID_STATE);
+            assert_eq!(conc_queue_close(q), CONC_ERR_INVALID_STATE);
+            assert_eq!(conc_queue_len(q), 0);
+            assert_eq!(
+                conc_queue_shutdown(ptr::null_mut()),
+                CONC_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(conc_queue_close(ptr::null_mut()), CONC_OK);
+            let mut out = 1usize as *mut conc_queue;
+            let bad = CString::new("no/slash").unwrap();
+            assert_eq!(
+                conc_queue_create(&mut out, bad.as_ptr(), 1, 1),
+                CONC_ERR_INVALID_ARGUMENT
+            );
+            assert!(out.is_null());
+        }
+    }
+}
