@@ -11,6 +11,20 @@
 #define CONC_VERSION_MAJOR 0
 #define CONC_VERSION_MINOR 1
 #define CONC_VERSION_PATCH 0
+/* All-zero initialisers of the synchronization objects (an all-zero
+ * object is ready to use; these spell it for static and automatic
+ * variables). */
+#ifdef __cplusplus
+#define CONC_MUTEX_INIT {}
+#define CONC_COND_INIT {}
+#define CONC_SEM_INIT {}
+#define CONC_EVENT_INIT {}
+#else
+#define CONC_MUTEX_INIT { 0 }
+#define CONC_COND_INIT { 0 }
+#define CONC_SEM_INIT { 0 }
+#define CONC_EVENT_INIT { 0 }
+#endif
 
 
 /**
@@ -218,6 +232,41 @@ typedef struct conc_process {
  * the child's exit status.
  */
 typedef int (*conc_process_fn)(void *arg);
+
+/**
+ * A robust, error-checking mutex for threads and processes: 40 bytes,
+ * 8-byte aligned, **all-zero bytes are an unlocked mutex** (`= {0}`,
+ * `CONC_MUTEX_INIT`, or a zero-filled `conc_shm` segment), no init and
+ * no destroy call.
+ *
+ * Place it anywhere 8-byte aligned (a global, the stack, `malloc`'d
+ * memory, any 8-aligned offset of a shared segment or map); it works
+ * between the threads of a process and between processes that share the
+ * memory. Do not move or copy it while it is in use, and do not unmap or
+ * free it while a thread holds it. The fields are internal: `lock` is
+ * the futex word (holder's thread id and two flag bits), `list_prev` and
+ * `list_next` link a held mutex into its holder thread's robust list so
+ * that the kernel marks it when the holder dies. The layout is fixed for
+ * major version 0 and uses only fixed-width fields.
+ */
+typedef struct conc_mutex {
+    /**
+     * Internal: the lock word.
+     */
+    uint32_t lock;
+    /**
+     * Internal: zero.
+     */
+    uint32_t reserved[5];
+    /**
+     * Internal: robust-list back link.
+     */
+    uint64_t list_prev;
+    /**
+     * Internal: robust-list forward link.
+     */
+    uint64_t list_next;
+} conc_mutex;
 
 /**
  * A thread handle: a small value that may be copied freely, like
@@ -1079,6 +1128,84 @@ enum conc_status conc_shm_unlink_name(const char *name);
  * no other thread may be using the handle.
  */
 enum conc_status conc_shm_close(struct conc_shm *shm);
+
+/**
+ * Locks `mutex`, waiting as long as it takes.
+ *
+ * Returns `CONC_OK` with the mutex held, or `CONC_ERR_OWNER_DEAD` with the
+ * mutex held when the previous holder (a thread, in this or another
+ * process) ended without unlocking it: the data it guards may be
+ * half-updated; repair it and call `conc_mutex_consistent`.
+ * `CONC_ERR_DEADLOCK`: the calling thread already holds it (nothing
+ * changes). `CONC_ERR_INVALID_STATE`: the mutex is unusable (unlocked
+ * after `OWNER_DEAD` without `conc_mutex_consistent`). NULL or a pointer
+ * that is not 8-byte aligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `mutex` must be NULL or point to a `conc_mutex` in memory that stays
+ * mapped for the call (any bytes: all-zero is an unlocked mutex).
+ */
+enum conc_status conc_mutex_lock(struct conc_mutex *mutex);
+
+/**
+ * Locks `mutex` if no one holds it, without waiting.
+ *
+ * `CONC_OK` or `CONC_ERR_OWNER_DEAD` (mutex held) as `conc_mutex_lock`.
+ * `CONC_ERR_BUSY`: someone holds it, the calling thread included; nothing
+ * changed. `CONC_ERR_INVALID_STATE`: unusable. NULL or misaligned:
+ * `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `mutex` must be NULL or point to a `conc_mutex` in memory that stays
+ * mapped for the call (any bytes: all-zero is an unlocked mutex).
+ */
+enum conc_status conc_mutex_trylock(struct conc_mutex *mutex);
+
+/**
+ * Locks `mutex`, waiting at most `timeout_ms` milliseconds (monotonic
+ * clock; 0 tries once).
+ *
+ * `CONC_OK` or `CONC_ERR_OWNER_DEAD` (mutex held) as `conc_mutex_lock`.
+ * `CONC_ERR_TIMED_OUT`: still held by another thread when the time ran
+ * out; nothing changed. `CONC_ERR_DEADLOCK`: the calling thread holds it.
+ * `CONC_ERR_INVALID_STATE`: unusable. NULL or misaligned:
+ * `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `mutex` must be NULL or point to a `conc_mutex` in memory that stays
+ * mapped for the call (any bytes: all-zero is an unlocked mutex).
+ */
+enum conc_status conc_mutex_lock_timeout(struct conc_mutex *mutex, uint64_t timeout_ms);
+
+/**
+ * Unlocks `mutex`, held by the calling thread, and wakes a waiter.
+ *
+ * After `CONC_ERR_OWNER_DEAD` without `conc_mutex_consistent`, the unlock
+ * succeeds and leaves the mutex unusable: every later lock, trylock and
+ * lock_timeout returns `CONC_ERR_INVALID_STATE` until its memory is
+ * zeroed again. `CONC_ERR_INVALID_STATE`: the calling thread does not hold
+ * it (another thread or process does, or no one); nothing changes. NULL or
+ * misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `mutex` must be NULL or point to a `conc_mutex` in memory that stays
+ * mapped for the call (any bytes: all-zero is an unlocked mutex).
+ */
+enum conc_status conc_mutex_unlock(struct conc_mutex *mutex);
+
+/**
+ * Marks `mutex` consistent again after the caller got
+ * `CONC_ERR_OWNER_DEAD` and repaired the guarded data; the mutex stays
+ * held by the caller and works as usual from then on.
+ *
+ * `CONC_ERR_INVALID_STATE`: the mutex is not in that state, or the calling
+ * thread does not hold it. NULL or misaligned: `CONC_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `mutex` must be NULL or point to a `conc_mutex` in memory that stays
+ * mapped for the call (any bytes: all-zero is an unlocked mutex).
+ */
+enum conc_status conc_mutex_consistent(struct conc_mutex *mutex);
 
 /**
  * Starts a new thread running `fn(arg)` at once, with the default stack
