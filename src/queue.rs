@@ -15,7 +15,7 @@
 //! | 16     | 8    | capacity, in messages                                |
 //! | 24     | 8    | message size, in bytes                               |
 //! | 32     | 8    | slot stride: 8 + message size, rounded up to 8       |
-//! | 64     | 64   | the ring's robust mutex (`conc_mutex`, all-zero free)|
+//! | 64     | 40   | the ring's robust mutex (`conc_mutex`, all-zero free)|
 //! | 128    | 8    | head: messages popped so far                         |
 //! | 136    | 8    | tail: messages pushed so far                         |
 //! | 144    | 4    | shut down (0 or 1)                                   |
@@ -110,7 +110,8 @@ use crate::handle;
 use crate::shm::{Segment, ShowName};
 use crate::sync::futex::{self, Deadline, Scope};
 
-use ring_mutex::RingMutex;
+/// The ring's robust mutex.
+type RingMutex = crate::sync::mutex::conc_mutex;
 
 /// `"concque\0"` read as a native-endian u64.
 const MAGIC: u64 = u64::from_ne_bytes(*b"concque\0");
@@ -474,126 +475,6 @@ impl conc_queue {
 
     fn shown(&self) -> ShowName<'_> {
         ShowName(Some(self.segment.name()))
-    }
-}
-
-/// The ring's mutex. The queue uses the robust mutex of `crate::sync`
-/// when it is available; until then, this stand-in with the same
-/// interface notices a dead holder by its process id.
-mod ring_mutex {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use crate::error::{Error, Result, CONC_ERR_TIMED_OUT};
-    use crate::sync::futex::{self, Deadline, Scope};
-
-    /// 0: unlocked; otherwise the holder's process id, or-ed with
-    /// [`WAITERS`] once someone sleeps on it.
-    #[repr(C)]
-    pub(crate) struct RingMutex {
-        word: AtomicU32,
-        _reserved: [u32; 15],
-    }
-
-    const WAITERS: u32 = 1 << 31;
-
-    /// This process's id, cached (getpid is a system call), reset in a
-    /// forked child.
-    static PID: AtomicU32 = AtomicU32::new(0);
-
-    extern "C" fn forget_pid() {
-        PID.store(0, Ordering::Relaxed);
-    }
-
-    fn my_pid() -> u32 {
-        let pid = PID.load(Ordering::Relaxed);
-        if pid != 0 {
-            return pid;
-        }
-        static ATFORK: std::sync::Once = std::sync::Once::new();
-        ATFORK.call_once(|| {
-            // SAFETY: registers a handler that only stores to an atomic.
-            unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
-        });
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() } as u32;
-        PID.store(pid, Ordering::Relaxed);
-        pid
-    }
-
-    impl RingMutex {
-        pub(crate) fn lock(&self, deadline: Deadline) -> Result<bool> {
-            let me = my_pid();
-            let mut spins = 0;
-            loop {
-                let seen =
-                    match self
-                        .word
-                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                    {
-                        Ok(_) => {
-                            crate::tsan::acquire(self as *const Self as *const ());
-                            return Ok(false);
-                        }
-                        Err(seen) => seen,
-                    };
-                if spins < 4 {
-                    spins += 1;
-                    futex::spin_until(50, || self.word.load(Ordering::Relaxed) == 0);
-                    continue;
-                }
-                let owner = seen & !WAITERS;
-                // SAFETY: kill with signal 0 only probes for existence.
-                let gone = unsafe { libc::kill(owner as libc::pid_t, 0) } == -1
-                    && crate::error::errno() == libc::ESRCH;
-                if gone
-                    && self
-                        .word
-                        .compare_exchange(seen, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    return Ok(true);
-                }
-                if deadline.expired() {
-                    return Err(Error::new(CONC_ERR_TIMED_OUT, "timed out"));
-                }
-                if seen & WAITERS == 0
-                    && self
-                        .word
-                        .compare_exchange(
-                            seen,
-                            seen | WAITERS,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_err()
-                {
-                    continue;
-                }
-                futex::wait(&self.word, seen | WAITERS, deadline.slice(5), Scope::Shared);
-                // Whoever takes it after a sleep keeps the flag, so that
-                // its unlock wakes any other sleeper.
-                if self
-                    .word
-                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    crate::tsan::acquire(self as *const Self as *const ());
-                    return Ok(false);
-                }
-            }
-        }
-
-        pub(crate) fn unlock(&self) -> Result<()> {
-            crate::tsan::release(self as *const Self as *const ());
-            if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
-                futex::wake(&self.word, 1, Scope::Shared);
-            }
-            Ok(())
-        }
-
-        pub(crate) fn consistent(&self) -> Result<()> {
-            Ok(())
-        }
     }
 }
 
@@ -1199,18 +1080,22 @@ mod tests {
 
     /// Runs `f` in a forked child that then dies with `_exit` (as if
     /// killed): whatever it holds stays held by a dead process.
-    fn in_dying_child(f: impl FnOnce()) {
+    fn in_dying_child(f: impl FnOnce() -> bool) {
         // SAFETY: the child only touches atomics and memory, then _exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            f();
+            let held = f();
             // SAFETY: ends the child at once.
-            unsafe { libc::_exit(0) };
+            unsafe { libc::_exit(if held { 0 } else { 1 }) };
         }
         let mut status = 0;
         // SAFETY: our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child could not take the mutex"
+        );
     }
 
     #[test]
@@ -1221,12 +1106,24 @@ mod tests {
         let obj = handle::lookup(q).unwrap();
         in_dying_child(|| {
             // Lock, half-write the next slot, die before the commit.
-            let _ = obj.mutex().lock(Deadline::NEVER);
+            let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
             let tail = obj.control().tail.load(Ordering::Relaxed);
             let (len, bytes) = obj.slot(tail);
             len.store(8, Ordering::Relaxed);
             // SAFETY: the slot holds 8 bytes.
             unsafe { ptr::write_bytes(bytes, b'!', 3) };
+            held
+        });
+        // The kernel marked the dead holder's mutex: the next locker is
+        // told (and the queue's own calls repair it the same way).
+        assert_eq!(obj.mutex().lock(Deadline::after_ms(5000)).ok(), Some(true));
+        obj.mutex().consistent().unwrap();
+        obj.mutex().unlock().unwrap();
+        in_dying_child(|| {
+            let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
+            let tail = obj.control().tail.load(Ordering::Relaxed);
+            obj.slot(tail).0.store(8, Ordering::Relaxed);
+            held
         });
         // The next caller repairs the mutex; the half message is absent.
         assert_eq!(push(q, b"second"), CONC_OK);
@@ -1243,7 +1140,7 @@ mod tests {
         let obj = handle::lookup(q).unwrap();
         in_dying_child(|| {
             // Push fully, then die still holding the mutex.
-            let _ = obj.mutex().lock(Deadline::NEVER);
+            let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
             let c = obj.control();
             let tail = c.tail.load(Ordering::Relaxed);
             let (len, bytes) = obj.slot(tail);
@@ -1251,6 +1148,7 @@ mod tests {
             // SAFETY: the slot holds 8 bytes.
             unsafe { ptr::copy_nonoverlapping(b"whole".as_ptr(), bytes, 5) };
             c.tail.store(tail + 1, Ordering::Release);
+            held
         });
         assert_eq!(pop(q), Ok(b"whole".to_vec()));
         assert_eq!(pop(q), Err(CONC_ERR_BUSY));
@@ -1265,10 +1163,11 @@ mod tests {
         let obj = handle::lookup(q).unwrap();
         in_dying_child(|| {
             // Lock and read the first message, die before head + 1.
-            let _ = obj.mutex().lock(Deadline::NEVER);
+            let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
             let head = obj.control().head.load(Ordering::Relaxed);
             let (len, _) = obj.slot(head);
             let _ = len.load(Ordering::Relaxed);
+            held
         });
         assert_eq!(pop(q), Ok(b"keep".to_vec()));
         close(q);
