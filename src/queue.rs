@@ -293,17 +293,22 @@ impl conc_queue {
         waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn push(&self, op: &str, message: &[u8], wait: Wait) -> Result<()> {
-        if message.len() > self.message_size {
+    /// Refuses a message longer than the message size, at once.
+    fn check_len(&self, op: &str, len: usize) -> Result<()> {
+        if len > self.message_size {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
                 format!(
-                    "{op}: a message of {} bytes is longer than the queue's message size, {}",
-                    message.len(),
+                    "{op}: a message of {len} bytes is longer than the queue's message size, {}",
                     self.message_size
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn push(&self, op: &str, message: &[u8], wait: Wait) -> Result<()> {
+        self.check_len(op, message.len())?;
         let c = self.control();
         let capacity = self.capacity as u64;
         let mut spun = matches!(wait, Wait::Try);
@@ -697,6 +702,8 @@ pub unsafe extern "C" fn conc_queue_push(
     const OP: &str = "conc_queue_push";
     guard(OP, || {
         let q = handle::get(queue, OP, "queue")?;
+        // Before the slice is made: `len` may be any size.
+        q.check_len(OP, len)?;
         // SAFETY: caller contract.
         let m = unsafe { message_bytes(message, len, OP) }?;
         q.push(OP, m, Wait::Block)
@@ -717,6 +724,8 @@ pub unsafe extern "C" fn conc_queue_try_push(
     const OP: &str = "conc_queue_try_push";
     guard(OP, || {
         let q = handle::get(queue, OP, "queue")?;
+        // Before the slice is made: `len` may be any size.
+        q.check_len(OP, len)?;
         // SAFETY: caller contract.
         let m = unsafe { message_bytes(message, len, OP) }?;
         q.push(OP, m, Wait::Try)
@@ -739,6 +748,8 @@ pub unsafe extern "C" fn conc_queue_push_timeout(
     const OP: &str = "conc_queue_push_timeout";
     guard(OP, || {
         let q = handle::get(queue, OP, "queue")?;
+        // Before the slice is made: `len` may be any size.
+        q.check_len(OP, len)?;
         // SAFETY: caller contract.
         let m = unsafe { message_bytes(message, len, OP) }?;
         q.push(OP, m, Wait::Until(Deadline::after_ms(timeout_ms)))
