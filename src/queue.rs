@@ -23,6 +23,8 @@
 //! | 152    | 4    | "not full" futex word: a sequence number             |
 //! | 156    | 4    | poppers waiting for "not empty"                      |
 //! | 160    | 4    | pushers waiting for "not full"                       |
+//! | 164    | 4    | wakes sent to poppers, not yet accounted for         |
+//! | 168    | 4    | wakes sent to pushers, not yet accounted for         |
 //! | 256    | …    | `capacity` slots: length (8 bytes), then the bytes   |
 //!
 //! Message `i` (counting from 0 since the queue was made) lives in slot
@@ -45,12 +47,16 @@
 //! Waiting does not hold the mutex. A popper that finds the queue empty
 //! reads the "not empty" sequence number and counts itself in the waiter
 //! count, both under the mutex, unlocks, and sleeps on the word with
-//! `crate::sync::futex` (the one futex helper), then re-checks. A push
-//! that commits while the waiter count is non-zero bumps the sequence
-//! number under the mutex and wakes one sleeper after unlocking; the
+//! `crate::sync::futex` (the one futex helper), then re-checks (and,
+//! under the mutex again, takes itself and one sent wake off the counts).
+//! A push that commits while more poppers are counted than wakes were
+//! already sent to them counts one more wake and bumps the sequence
+//! number under the mutex, and wakes one sleeper after unlocking; the
 //! kernel's compare-and-sleep means a bump between the waiter's unlock and
-//! its sleep makes the sleep return at once. Pushers waiting for room are
-//! the mirror image. So an uncontended push or pop (nobody waiting) is a
+//! its sleep makes the sleep return at once. So a burst of pushes to a
+//! sleeping consumer makes one wake call, not one per message, and each of
+//! several sleeping consumers still gets its own. Pushers waiting for room
+//! are the mirror image. So an uncontended push or pop (nobody waiting) is a
 //! lock, a copy, a store and an unlock: no system call. Before sleeping, a
 //! waiter spins a short, bounded number of rounds reading head and tail
 //! (no lock), which keeps a ping-pong between two processes out of the
@@ -66,8 +72,9 @@
 //!
 //! - **Not holding the mutex** (spinning, sleeping, or between calls): it
 //!   changes nothing the others depend on. If it was counted as a waiter,
-//!   the count stays one too high: a later push or pop makes a needless
-//!   wake call, never a missed one. If it had just been woken and dies
+//!   the count stays one too high: later pushes or pops make needless
+//!   wake calls, never a missed one (a woken waiter that dies leaves both
+//!   its count and its wake's, which cancel). If it had just been woken and dies
 //!   before re-checking, the wake is lost; but every sleeper sleeps in
 //!   bounded slices ([`SLICE_MS`]) and re-checks the ring after each, so a
 //!   lost wake delays another waiter by at most one slice (see HAZARDS: a
@@ -87,9 +94,10 @@
 //!     first in the queue for the next popper: nothing lost; killed after
 //!     it, before returning to its caller, it loses **that one message**,
 //!     which no one else can pop again: **no duplicate**;
-//!   - a process killed between a commit and its wake, or while bumping a
-//!     sequence number or a waiter count (single atomic operations), only
-//!     loses a wake, covered by the slices above.
+//!   - a process killed between a commit and its wake, or between counting
+//!     a wake and bumping the sequence number, only loses a wake: the
+//!     sleeper it was meant for wakes at the end of its slice and takes the
+//!     counted wake off, so the counts agree again.
 //! - **Nobody waits for ever**: waits for the mutex end when it is
 //!   unlocked or its dead owner is detected; waits for room or messages
 //!   re-check at least every slice; a dead peer holds nothing else.
@@ -153,6 +161,47 @@ struct Control {
     not_full: AtomicU32,
     empty_waiters: AtomicU32,
     full_waiters: AtomicU32,
+    empty_wakes: AtomicU32,
+    full_wakes: AtomicU32,
+}
+
+/// One side's waiting bookkeeping: sleepers registered, and wakes sent to
+/// them that no sleeper has accounted for yet. All under the mutex.
+struct Waiters<'a> {
+    word: &'a AtomicU32,
+    sleepers: &'a AtomicU32,
+    wakes: &'a AtomicU32,
+}
+
+impl Waiters<'_> {
+    /// Called by a committer under the mutex: whether a sleeper needs a
+    /// wake (one not already sent); if so, bumps the word and counts it.
+    fn claim_wake(&self) -> bool {
+        let sleepers = self.sleepers.load(Ordering::Relaxed);
+        let wakes = self.wakes.load(Ordering::Relaxed);
+        if sleepers > wakes {
+            self.wakes.store(wakes + 1, Ordering::Relaxed);
+            self.word.fetch_add(1, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Called by a waiter under the mutex before it sleeps: the word's
+    /// value to sleep on.
+    fn register(&self) -> u32 {
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        self.word.load(Ordering::Relaxed)
+    }
+
+    /// Called by a waiter under the mutex after a sleep (woken or not).
+    fn unregister(&self) {
+        let s = self.sleepers.load(Ordering::Relaxed);
+        self.sleepers.store(s.saturating_sub(1), Ordering::Relaxed);
+        let w = self.wakes.load(Ordering::Relaxed);
+        self.wakes.store(w.saturating_sub(1), Ordering::Relaxed);
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= MUTEX_AT);
@@ -287,10 +336,22 @@ impl conc_queue {
         }
     }
 
-    /// Sleeps on `word` (last seen as `seen`) for at most one slice.
-    fn sleep(word: &AtomicU32, seen: u32, waiters: &AtomicU32, wait: Wait) {
-        futex::wait(word, seen, wait.deadline().slice(SLICE_MS), Scope::Shared);
-        waiters.fetch_sub(1, Ordering::Relaxed);
+    fn not_empty(&self) -> Waiters<'_> {
+        let c = self.control();
+        Waiters {
+            word: &c.not_empty,
+            sleepers: &c.empty_waiters,
+            wakes: &c.empty_wakes,
+        }
+    }
+
+    fn not_full(&self) -> Waiters<'_> {
+        let c = self.control();
+        Waiters {
+            word: &c.not_full,
+            sleepers: &c.full_waiters,
+            wakes: &c.full_wakes,
+        }
     }
 
     /// Refuses a message longer than the message size, at once.
@@ -312,6 +373,7 @@ impl conc_queue {
         let c = self.control();
         let capacity = self.capacity as u64;
         let mut spun = matches!(wait, Wait::Try);
+        let mut slept = false;
         loop {
             if !spun {
                 spun = true;
@@ -322,6 +384,9 @@ impl conc_queue {
                 });
             }
             let locked = self.lock(op, wait)?;
+            if std::mem::take(&mut slept) {
+                self.not_full().unregister();
+            }
             if c.shutdown.load(Ordering::Relaxed) != 0 {
                 return Err(Error::new(
                     CONC_ERR_SHUTDOWN,
@@ -341,10 +406,7 @@ impl conc_queue {
                 crate::tsan::release(bytes.cast_const().cast());
                 // The commit point: the message is whole before this.
                 c.tail.store(tail + 1, Ordering::Release);
-                let wake = c.empty_waiters.load(Ordering::Relaxed) != 0;
-                if wake {
-                    c.not_empty.fetch_add(1, Ordering::Release);
-                }
+                let wake = self.not_empty().claim_wake();
                 drop(locked);
                 if wake {
                     futex::wake(&c.not_empty, 1, Scope::Shared);
@@ -366,10 +428,15 @@ impl conc_queue {
                 }
                 _ => {}
             }
-            let seen = c.not_full.load(Ordering::Relaxed);
-            c.full_waiters.fetch_add(1, Ordering::Relaxed);
+            let seen = self.not_full().register();
+            slept = true;
             drop(locked);
-            Self::sleep(&c.not_full, seen, &c.full_waiters, wait);
+            futex::wait(
+                &c.not_full,
+                seen,
+                wait.deadline().slice(SLICE_MS),
+                Scope::Shared,
+            );
         }
     }
 
@@ -386,6 +453,7 @@ impl conc_queue {
     ) -> Result<usize> {
         let c = self.control();
         let mut spun = matches!(wait, Wait::Try);
+        let mut slept = false;
         loop {
             if !spun {
                 spun = true;
@@ -395,6 +463,9 @@ impl conc_queue {
                 });
             }
             let locked = self.lock(op, wait)?;
+            if std::mem::take(&mut slept) {
+                self.not_empty().unregister();
+            }
             let head = c.head.load(Ordering::Relaxed);
             let tail = c.tail.load(Ordering::Relaxed);
             if tail != head {
@@ -421,10 +492,7 @@ impl conc_queue {
                 }
                 // The commit point: the message is copied out before this.
                 c.head.store(head + 1, Ordering::Release);
-                let wake = c.full_waiters.load(Ordering::Relaxed) != 0;
-                if wake {
-                    c.not_full.fetch_add(1, Ordering::Release);
-                }
+                let wake = self.not_full().claim_wake();
                 drop(locked);
                 if wake {
                     futex::wake(&c.not_full, 1, Scope::Shared);
@@ -452,10 +520,15 @@ impl conc_queue {
                 }
                 _ => {}
             }
-            let seen = c.not_empty.load(Ordering::Relaxed);
-            c.empty_waiters.fetch_add(1, Ordering::Relaxed);
+            let seen = self.not_empty().register();
+            slept = true;
             drop(locked);
-            Self::sleep(&c.not_empty, seen, &c.empty_waiters, wait);
+            futex::wait(
+                &c.not_empty,
+                seen,
+                wait.deadline().slice(SLICE_MS),
+                Scope::Shared,
+            );
         }
     }
 
