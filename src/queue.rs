@@ -16,16 +16,20 @@
 //! | 24     | 8    | message size, in bytes                               |
 //! | 32     | 8    | slot stride: 8 + message size, rounded up to 8       |
 //! | 64     | 40   | the ring's robust mutex (`conc_mutex`, all-zero free)|
-//! | 128    | 8    | head: messages popped so far                         |
-//! | 136    | 8    | tail: messages pushed so far                         |
-//! | 144    | 4    | shut down (0 or 1)                                   |
-//! | 148    | 4    | "not empty" futex word: a sequence number            |
-//! | 152    | 4    | "not full" futex word: a sequence number             |
-//! | 156    | 4    | poppers waiting for "not empty"                      |
-//! | 160    | 4    | pushers waiting for "not full"                       |
-//! | 164    | 4    | wakes sent to poppers, not yet accounted for         |
-//! | 168    | 4    | wakes sent to pushers, not yet accounted for         |
+//! | 104    | 8    | head: messages popped so far                         |
+//! | 112    | 8    | tail: messages pushed so far                         |
+//! | 128    | 4    | shut down (0 or 1)                                   |
+//! | 132    | 4    | "not empty" futex word: a sequence number            |
+//! | 136    | 4    | "not full" futex word: a sequence number             |
+//! | 140    | 4    | poppers waiting for "not empty"                      |
+//! | 144    | 4    | pushers waiting for "not full"                       |
+//! | 148    | 4    | wakes sent to poppers, not yet accounted for         |
+//! | 152    | 4    | wakes sent to pushers, not yet accounted for         |
 //! | 256    | …    | `capacity` slots: length (8 bytes), then the bytes   |
+//!
+//! The mutex, head and tail share one cache line, the line every push and
+//! pop writes; the rest, read by each but written only around sleeps and
+//! at shutdown, has its own.
 //!
 //! Message `i` (counting from 0 since the queue was made) lives in slot
 //! `i % capacity`; the queue holds messages `head..tail`. The creator
@@ -124,17 +128,18 @@ type RingMutex = crate::sync::mutex::conc_mutex;
 /// `"concque\0"` read as a native-endian u64.
 const MAGIC: u64 = u64::from_ne_bytes(*b"concque\0");
 const VERSION: u32 = 1;
-/// Where the mutex starts: its own cache line.
-const MUTEX_AT: usize = 64;
-/// Where the ring's counters start.
+/// Where the mutex, head and tail start: one cache line.
+const RING_AT: usize = 64;
+/// Where the flags, futex words and waiter counts start.
 const CONTROL_AT: usize = 128;
 /// Where the first slot starts.
 const SLOTS: usize = 256;
 /// The longest single futex sleep: a lost wake (a woken waiter killed
 /// before it re-checked) delays another waiter by at most this.
 const SLICE_MS: u64 = 10;
-/// How many rounds a waiter spins, reading head and tail, before sleeping.
-const SPIN_ROUNDS: u32 = 100;
+/// How many rounds a waiter spins, reading head and tail, before sleeping
+/// (a few microseconds: a pause costs 10 to 75 ns, depending on the CPU).
+const SPIN_ROUNDS: u32 = 50;
 /// How long `try_` calls (and timed calls whose time is shorter) wait for
 /// the mutex itself, which is only held for one copy; only a holder that
 /// is stopped (SIGSTOP) can make this run out.
@@ -151,11 +156,17 @@ struct Header {
     stride: AtomicU64,
 }
 
-/// The ring's counters and futex words, at [`CONTROL_AT`].
+/// What every push and pop writes, at [`RING_AT`].
 #[repr(C)]
-struct Control {
+struct Ring {
+    mutex: RingMutex,
     head: AtomicU64,
     tail: AtomicU64,
+}
+
+/// The flags, futex words and waiter counts, at [`CONTROL_AT`].
+#[repr(C)]
+struct Control {
     shutdown: AtomicU32,
     not_empty: AtomicU32,
     not_full: AtomicU32,
@@ -204,8 +215,9 @@ impl Waiters<'_> {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<Header>() <= MUTEX_AT);
-const _: () = assert!(std::mem::size_of::<RingMutex>() <= CONTROL_AT - MUTEX_AT);
+const _: () = assert!(std::mem::size_of::<Header>() <= RING_AT);
+const _: () = assert!(std::mem::size_of::<Ring>() <= CONTROL_AT - RING_AT);
+const _: () = assert!(std::mem::offset_of!(Ring, head) == 104 - RING_AT);
 const _: () = assert!(std::mem::align_of::<RingMutex>() <= 8);
 const _: () = assert!(CONTROL_AT + std::mem::size_of::<Control>() <= SLOTS);
 
@@ -283,10 +295,15 @@ impl conc_queue {
         unsafe { &*self.segment.as_ptr().add(CONTROL_AT).cast::<Control>() }
     }
 
+    fn ring(&self) -> &Ring {
+        // SAFETY: as for `control`: in bounds, 8-aligned, and a Ring is
+        // valid for any bytes it may hold (all-zero: an unlocked mutex, an
+        // empty queue).
+        unsafe { &*self.segment.as_ptr().add(RING_AT).cast::<Ring>() }
+    }
+
     fn mutex(&self) -> &RingMutex {
-        // SAFETY: as for `control`: in bounds, 8-aligned, and a RingMutex
-        // is valid for any bytes it may hold (all-zero is unlocked).
-        unsafe { &*self.segment.as_ptr().add(MUTEX_AT).cast::<RingMutex>() }
+        &self.ring().mutex
     }
 
     /// Slot `i % capacity`: its length word and its first message byte.
@@ -371,6 +388,7 @@ impl conc_queue {
     fn push(&self, op: &str, message: &[u8], wait: Wait) -> Result<()> {
         self.check_len(op, message.len())?;
         let c = self.control();
+        let r = self.ring();
         let capacity = self.capacity as u64;
         let mut spun = matches!(wait, Wait::Try);
         let mut slept = false;
@@ -378,8 +396,8 @@ impl conc_queue {
             if !spun {
                 spun = true;
                 futex::spin_until(SPIN_ROUNDS, || {
-                    let head = c.head.load(Ordering::Relaxed);
-                    c.tail.load(Ordering::Relaxed).wrapping_sub(head) < capacity
+                    let head = r.head.load(Ordering::Relaxed);
+                    r.tail.load(Ordering::Relaxed).wrapping_sub(head) < capacity
                         || c.shutdown.load(Ordering::Relaxed) != 0
                 });
             }
@@ -393,8 +411,8 @@ impl conc_queue {
                     format!("{op}: the queue {} is shut down", self.shown()),
                 ));
             }
-            let head = c.head.load(Ordering::Relaxed);
-            let tail = c.tail.load(Ordering::Relaxed);
+            let head = r.head.load(Ordering::Relaxed);
+            let tail = r.tail.load(Ordering::Relaxed);
             if tail.wrapping_sub(head) < capacity {
                 let (len, bytes) = self.slot(tail);
                 len.store(message.len() as u64, Ordering::Relaxed);
@@ -405,7 +423,7 @@ impl conc_queue {
                 unsafe { ptr::copy_nonoverlapping(message.as_ptr(), bytes, message.len()) };
                 crate::tsan::release(bytes.cast_const().cast());
                 // The commit point: the message is whole before this.
-                c.tail.store(tail + 1, Ordering::Release);
+                r.tail.store(tail + 1, Ordering::Release);
                 let wake = self.not_empty().claim_wake();
                 drop(locked);
                 if wake {
@@ -452,13 +470,14 @@ impl conc_queue {
         wait: Wait,
     ) -> Result<usize> {
         let c = self.control();
+        let r = self.ring();
         let mut spun = matches!(wait, Wait::Try);
         let mut slept = false;
         loop {
             if !spun {
                 spun = true;
                 futex::spin_until(SPIN_ROUNDS, || {
-                    c.tail.load(Ordering::Relaxed) != c.head.load(Ordering::Relaxed)
+                    r.tail.load(Ordering::Relaxed) != r.head.load(Ordering::Relaxed)
                         || c.shutdown.load(Ordering::Relaxed) != 0
                 });
             }
@@ -466,8 +485,8 @@ impl conc_queue {
             if std::mem::take(&mut slept) {
                 self.not_empty().unregister();
             }
-            let head = c.head.load(Ordering::Relaxed);
-            let tail = c.tail.load(Ordering::Relaxed);
+            let head = r.head.load(Ordering::Relaxed);
+            let tail = r.tail.load(Ordering::Relaxed);
             if tail != head {
                 let (len, bytes) = self.slot(head);
                 crate::tsan::acquire(bytes.cast_const().cast());
@@ -491,7 +510,7 @@ impl conc_queue {
                     unsafe { ptr::copy_nonoverlapping(bytes.cast_const(), buf, n) };
                 }
                 // The commit point: the message is copied out before this.
-                c.head.store(head + 1, Ordering::Release);
+                r.head.store(head + 1, Ordering::Release);
                 let wake = self.not_full().claim_wake();
                 drop(locked);
                 if wake {
@@ -545,9 +564,9 @@ impl conc_queue {
     }
 
     fn len(&self) -> usize {
-        let c = self.control();
-        let head = c.head.load(Ordering::Acquire);
-        let tail = c.tail.load(Ordering::Acquire);
+        let r = self.ring();
+        let head = r.head.load(Ordering::Acquire);
+        let tail = r.tail.load(Ordering::Acquire);
         (tail.saturating_sub(head)).min(self.capacity as u64) as usize
     }
 
@@ -1191,7 +1210,7 @@ mod tests {
         in_dying_child(|| {
             // Lock, half-write the next slot, die before the commit.
             let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
-            let tail = obj.control().tail.load(Ordering::Relaxed);
+            let tail = obj.ring().tail.load(Ordering::Relaxed);
             let (len, bytes) = obj.slot(tail);
             len.store(8, Ordering::Relaxed);
             // SAFETY: the slot holds 8 bytes.
@@ -1205,7 +1224,7 @@ mod tests {
         obj.mutex().unlock().unwrap();
         in_dying_child(|| {
             let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
-            let tail = obj.control().tail.load(Ordering::Relaxed);
+            let tail = obj.ring().tail.load(Ordering::Relaxed);
             obj.slot(tail).0.store(8, Ordering::Relaxed);
             held
         });
@@ -1225,13 +1244,13 @@ mod tests {
         in_dying_child(|| {
             // Push fully, then die still holding the mutex.
             let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
-            let c = obj.control();
-            let tail = c.tail.load(Ordering::Relaxed);
+            let r = obj.ring();
+            let tail = r.tail.load(Ordering::Relaxed);
             let (len, bytes) = obj.slot(tail);
             len.store(5, Ordering::Relaxed);
             // SAFETY: the slot holds 8 bytes.
             unsafe { ptr::copy_nonoverlapping(b"whole".as_ptr(), bytes, 5) };
-            c.tail.store(tail + 1, Ordering::Release);
+            r.tail.store(tail + 1, Ordering::Release);
             held
         });
         assert_eq!(pop(q), Ok(b"whole".to_vec()));
@@ -1248,7 +1267,7 @@ mod tests {
         in_dying_child(|| {
             // Lock and read the first message, die before head + 1.
             let held = obj.mutex().lock(Deadline::NEVER) == Ok(false);
-            let head = obj.control().head.load(Ordering::Relaxed);
+            let head = obj.ring().head.load(Ordering::Relaxed);
             let (len, _) = obj.slot(head);
             let _ = len.load(Ordering::Relaxed);
             held
