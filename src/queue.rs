@@ -349,7 +349,10 @@ impl conc_queue {
                     format!("{op}: timed out waiting for the queue's lock"),
                 ),
             }),
-            Err(e) => Err(e),
+            Err(e) => Err(Error::new(
+                e.status,
+                format!("{op}: the queue's lock: {}", e.message),
+            )),
         }
     }
 
