@@ -66,6 +66,18 @@
 //! (no lock), which keeps a ping-pong between two processes out of the
 //! kernel when the peer answers within microseconds.
 //!
+//! `try_` calls never wait for room or messages, and timed calls not past
+//! their deadline; but both wait for the mutex itself, which is only held
+//! for one copy, up to [`LOCK_GRACE_MS`] (only a holder that is stopped,
+//! e.g. by SIGSTOP, can make that run out: `BUSY` or `TIMED_OUT`).
+//!
+//! Why a mutex and not a lock-free ring? With per-slot sequence numbers a
+//! producer claims a slot before filling it, so a producer killed between
+//! the two leaves a hole that consumers must detect and skip, and deciding
+//! that a slow producer is dead rather than slow needs more than the
+//! segment holds. Under the robust mutex every instant is accounted for
+//! (below), and the kernel, not a timeout, says who died.
+//!
 //! Shutdown sets its flag under the mutex, so a push either committed
 //! before it (and its message will be popped) or sees it and fails; then
 //! it bumps both sequence numbers and wakes every sleeper.
