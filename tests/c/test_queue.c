@@ -417,6 +417,35 @@ TEST(bad_arguments_and_null_pointers) {
     CHECK_OK(conc_queue_close(ok));
 }
 
+TEST(open_without_permission_is_refused) {
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_create(&q, NULL, 2, 8));
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/%s", conc_queue_name(q));
+    if (geteuid() == 0) {
+        /* root may open anything: try as nobody, in a child. */
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0) {
+                _exit(100);
+            }
+            conc_queue *o = (conc_queue *)1;
+            conc_status st = conc_queue_open(&o, conc_queue_name(q));
+            _exit(st == CONC_ERR_PERMISSION_DENIED && o == NULL ? 0 : 1);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+              WEXITSTATUS(status) == 0);
+    } else {
+        CHECK(chmod(path, 0400) == 0);
+        conc_queue *o = (conc_queue *)1;
+        CHECK_STATUS(conc_queue_open(&o, conc_queue_name(q)), CONC_ERR_PERMISSION_DENIED);
+        CHECK(o == NULL);
+    }
+    CHECK_OK(conc_queue_unlink(q));
+    CHECK_OK(conc_queue_close(q));
+}
+
 /* Every call refuses a closed handle, a forged one and another kind. */
 static void check_refused(conc_queue *q) {
     char buf[8];
@@ -604,6 +633,7 @@ int main(void) {
     RUN(blocked_pop_and_push_are_woken_across_processes);
     RUN(forked_child_shares_the_queue);
     RUN(bad_arguments_and_null_pointers);
+    RUN(open_without_permission_is_refused);
     RUN(closed_and_forged_handles_are_refused);
     RUN(open_checks_the_header);
     RUN(threads_of_one_process);
