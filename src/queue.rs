@@ -25,6 +25,8 @@
 //! | 144    | 4    | pushers waiting for "not full"                       |
 //! | 148    | 4    | wakes sent to poppers, not yet accounted for         |
 //! | 152    | 4    | wakes sent to pushers, not yet accounted for         |
+//! | 156    | 4    | times a holder of the mutex was found dead (a count  |
+//! |        |      | for diagnostics and tests)                           |
 //! | 256    | …    | `capacity` slots: length (8 bytes), then the bytes   |
 //!
 //! The mutex, head and tail share one cache line, the line every push and
@@ -186,6 +188,7 @@ struct Control {
     full_waiters: AtomicU32,
     empty_wakes: AtomicU32,
     full_wakes: AtomicU32,
+    repairs: AtomicU32,
 }
 
 /// One side's waiting bookkeeping: sleepers registered, and wakes sent to
@@ -232,6 +235,7 @@ const _: () = assert!(std::mem::size_of::<Ring>() <= CONTROL_AT - RING_AT);
 const _: () = assert!(std::mem::offset_of!(Ring, head) == 104 - RING_AT);
 const _: () = assert!(std::mem::align_of::<RingMutex>() <= 8);
 const _: () = assert!(CONTROL_AT + std::mem::size_of::<Control>() <= SLOTS);
+const _: () = assert!(std::mem::offset_of!(Control, repairs) == 156 - CONTROL_AT);
 
 /// The bytes of one slot for `message_size`-byte messages: the length,
 /// then the message, rounded up to 8. None on overflow.
@@ -348,6 +352,7 @@ impl conc_queue {
                     // The ring is consistent at every instant (see the
                     // module comment): only the mutex needs repair.
                     m.consistent()?;
+                    self.control().repairs.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(held)
             }
