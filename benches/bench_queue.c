@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -183,13 +184,28 @@ static void mq_producer(void *arg) {
     }
 }
 
+/* CPU seconds (user + system) used by reaped children so far. */
+static double children_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* The CPU time of the last run_pair: less sensitive than the wall clock
+ * to other load on a shared machine. */
+static double last_cpu_s;
+
 static double run_pair(void (*consumer)(void *), void (*producer)(void *)) {
+    double cpu0 = children_cpu_s();
     double t0 = now_s();
     pid_t c = child(consumer, NULL);
     pid_t p = child(producer, NULL);
     join(p);
     join(c);
-    return now_s() - t0;
+    double t = now_s() - t0;
+    last_cpu_s = children_cpu_s() - cpu0;
+    return t;
 }
 
 static double conc_throughput(void) {
@@ -350,18 +366,25 @@ static double pipe_pingpong(void) {
 int main(void) {
     double c_t[ROUNDS], p_t[ROUNDS], m_t[ROUNDS], r_pipe[ROUNDS], r_mq[ROUNDS];
     double c_rt[ROUNDS], p_rt[ROUNDS], r_rt[ROUNDS];
+    double c_cpu[ROUNDS], p_cpu[ROUNDS], m_cpu[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
         /* Alternate which goes first, so drift hits both sides. */
         if (r % 2 == 0) {
             c_t[r] = conc_throughput();
+            c_cpu[r] = last_cpu_s;
             p_t[r] = pipe_throughput();
+            p_cpu[r] = last_cpu_s;
             m_t[r] = mq_throughput();
+            m_cpu[r] = last_cpu_s;
             c_rt[r] = conc_pingpong();
             p_rt[r] = pipe_pingpong();
         } else {
             m_t[r] = mq_throughput();
+            m_cpu[r] = last_cpu_s;
             p_t[r] = pipe_throughput();
+            p_cpu[r] = last_cpu_s;
             c_t[r] = conc_throughput();
+            c_cpu[r] = last_cpu_s;
             p_rt[r] = pipe_pingpong();
             c_rt[r] = conc_pingpong();
         }
@@ -379,6 +402,11 @@ int main(void) {
     double mm = report_median(m_t, ROUNDS);
     printf("throughput, messages/s (medians): conc %.0f, pipe %.0f, POSIX mq %.0f\n",
            MESSAGES / cm, MESSAGES / pm, MESSAGES / mm);
+    printf("CPU time of both processes per message (medians): conc %.0f ns, pipe %.0f ns, "
+           "POSIX mq %.0f ns\n",
+           report_median(c_cpu, ROUNDS) * 1e9 / MESSAGES,
+           report_median(p_cpu, ROUNDS) * 1e9 / MESSAGES,
+           report_median(m_cpu, ROUNDS) * 1e9 / MESSAGES);
     report_row("queue 1 producer -> 1 consumer, 1M x 64 B: speed-up vs pipe", MESSAGES / cm,
                MESSAGES / pm, "msg/s", 10, "higher", r_pipe, ROUNDS);
     report_row("queue 1 producer -> 1 consumer, 1M x 64 B: speed-up vs POSIX mq", MESSAGES / cm,
