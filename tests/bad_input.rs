@@ -44,6 +44,9 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_mmap_close", "map"),
     ("conc_shm_close", "shm"),
     ("conc_list_close", "list"),
+    ("conc_list_add_i64", "previous"),
+    ("conc_list_compare_exchange_i64", "actual"),
+    ("conc_list_create_bytes", "name"),
 ];
 
 /// Parameters that are NULL-able only together with a zero length: the
@@ -52,6 +55,8 @@ const OPTIONAL: &[(&str, &str)] = &[
 const NULL_WITH_ZERO_LEN: &[(&str, &str, &str)] = &[
     ("conc_mmap_find", "needle", "needle_len"),
     ("conc_mmap_rfind", "needle", "needle_len"),
+    ("conc_list_set_bytes", "data", "n"),
+    ("conc_list_get_bytes", "buf", "buf_size"),
 ];
 
 /// A valid value for each scalar parameter, by name. A scalar parameter
@@ -66,6 +71,12 @@ const SCALARS: &[(&str, &str)] = &[
     ("index", "0"),
     ("value", "0"),
     ("milliseconds", "0"),
+    ("delta", "1"),
+    ("expected", "0"),
+    ("desired", "1"),
+    ("item_size", "8"),
+    ("n", "1"),
+    ("buf_size", "1"),
 ];
 
 const SCALAR_TYPES: &[&str] = &[
@@ -524,6 +535,12 @@ impl Gen<'_> {
             return Err(format!("unknown handle type `{}` for `out`", p.raw));
         }
         if p.stars == 1 {
+            // The byte-string list calls need a byte-string list.
+            if p.base == "conc_list" && f.name.contains("_bytes") {
+                c.setup = format!("conc_list *{v} = fx_bytes_list();");
+                c.cleanup = format!("fx_list_done({v});");
+                return Ok(c);
+            }
             if let Some(o) = OPAQUES.iter().find(|o| o.ty == p.base) {
                 c.setup = subst(o.make, &v);
                 c.cleanup = subst(o.release, &v);
@@ -539,8 +556,13 @@ impl Gen<'_> {
                     c.expr = "(void *)&fx_sentinel".into();
                     return Ok(c);
                 }
-                ("void", "needle", true) => {
+                ("void", "needle" | "data", true) => {
                     c.expr = "\"a\"".into();
+                    return Ok(c);
+                }
+                ("void", "buf", false) => {
+                    c.setup = format!("char {v}[8]; memset({v}, 0x5a, sizeof {v});");
+                    c.on_fail = format!("CHECK(fx_all_5a({v}, sizeof {v}));");
                     return Ok(c);
                 }
                 ("char", "path", true) => {
@@ -904,6 +926,13 @@ static conc_list *fx_list(void) {
     fx_fresh_name(name);
     conc_list *l = NULL;
     CHECK_OK(conc_list_create(&l, name, CONC_TYPE_I64, 4));
+    return l;
+}
+static conc_list *fx_bytes_list(void) {
+    char name[64];
+    fx_fresh_name(name);
+    conc_list *l = NULL;
+    CHECK_OK(conc_list_create_bytes(&l, name, 4, 8));
     return l;
 }
 static void fx_list_done(conc_list *l) {

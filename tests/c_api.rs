@@ -37,7 +37,11 @@ c_tests!(
     test_shm,
     test_process,
     test_list,
+    test_list2,
     test_stress,
+    test_sync,
+    test_sync_torture,
+    test_sync_tsan,
     test_queue,
     test_queue_torture
 );

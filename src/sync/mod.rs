@@ -16,12 +16,21 @@
 //! - [`mutex`]: robust and error-checking; held mutexes are linked into
 //!   the thread's kernel robust list (glibc's own), so the kernel marks a
 //!   mutex whose holder died and wakes a waiter.
-//! - `cond`, `sem`, `barrier`, `event`: sequence and count words waited on
-//!   with futexes (see each module).
+//! - [`cond`]: a signal sequence word; waiters re-acquire the mutex
+//!   whatever happens and report a dead holder.
+//! - [`sem`]: a count word with a sleeper hint.
+//! - [`barrier`]: round and arrivals in one 64-bit word, so the arrival
+//!   that completes a round starts the next one in the same CAS.
+//! - [`event`]: a set counter and a flag in one word, so every waiter
+//!   present at a `set` returns even if `clear` follows at once.
 //!
 //! Every edge they create (unlock → lock, signal → wake, post → wait,
 //! set → wait, the barrier's round) is announced to ThreadSanitizer
 //! through [`crate::tsan`].
 
+pub mod barrier;
+pub mod cond;
+pub mod event;
 pub mod futex;
 pub mod mutex;
+pub mod sem;

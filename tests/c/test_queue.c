@@ -1,8 +1,10 @@
 /* Queues between processes through the C ABI: create/open by name, the
  * header check, lengths, the try/timeout variants, the too-small buffer,
  * shutdown (also waking other processes), unlink, every error status and
- * NULL pointer, closed and forged handles, threads (TSan). The 4x4
- * producer/consumer run and the kill torture are in test_queue_torture.c. */
+ * NULL pointer, closed and forged handles, threads. The 4x4
+ * producer/consumer run and the kill torture are in test_queue_torture.c.
+ *
+ * Uses threads (one case): make sanitize: tsan */
 #include "check.h"
 #include "shm_snapshot.h"
 
