@@ -212,6 +212,13 @@ typedef struct conc_list conc_list;
 typedef struct conc_mmap conc_mmap;
 
 /**
+ * A queue between processes in a named shared memory segment. Made by
+ * `conc_queue_create` or `conc_queue_open`, released by
+ * `conc_queue_close`.
+ */
+typedef struct conc_queue conc_queue;
+
+/**
  * A named shared memory segment mapped into this process: the
  * counterpart of Python's `shared_memory.SharedMemory`. Made by
  * `conc_shm_create` or `conc_shm_open`, released by `conc_shm_close`.
@@ -1028,6 +1035,217 @@ enum conc_status conc_process_spawn(struct conc_process *out, conc_process_fn fn
  * `exit_code` must be NULL or valid for writes.
  */
 enum conc_status conc_process_join(struct conc_process process, int *exit_code);
+
+/**
+ * Creates a new queue between processes: a bounded FIFO of up to
+ * `capacity` messages of 0 to `message_size` bytes each, in a new shared
+ * memory segment named `name` (the `conc_shm_create` naming rules; NULL
+ * picks a fresh random `psm_` name) that other processes attach to with
+ * `conc_queue_open(name)`.
+ *
+ * The segment has the shared-memory guarantees: it is new (`O_EXCL`),
+ * mode 0600 whatever the umask, its memory reserved now (a full
+ * `/dev/shm` fails here, never with SIGBUS later), and no name is left
+ * behind when create fails. Its header is published last, so an open
+ * racing with this create never sees half a queue.
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_queue_close`; the queue itself stays until `conc_queue_unlink`
+ * and the last close. On failure `*out` is NULL.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` NULL, bad name, `capacity`
+ * or `message_size` 0), `CONC_ERR_ALREADY_EXISTS` (the name is taken),
+ * `CONC_ERR_RESOURCE_EXHAUSTED` (no space in `/dev/shm`, no memory, or a
+ * geometry no segment can hold), `CONC_ERR_PERMISSION_DENIED`,
+ * `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_queue_create(struct conc_queue **out, const char *name, size_t capacity, size_t message_size);
+
+/**
+ * Attaches to the existing queue `name`, taking its capacity and message
+ * size from the segment. A forked child shares its parent's queues, like
+ * its `conc_shm` mappings; other processes open them by name.
+ *
+ * On success `*out` is the new handle, owned by the caller until
+ * `conc_queue_close`; on failure NULL.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`out` or `name` NULL, bad name, a
+ * segment that is not a conc queue, e.g. one made by `conc_shm_create`,
+ * or one whose creator has not finished writing its header),
+ * `CONC_ERR_NOT_FOUND`, `CONC_ERR_PERMISSION_DENIED`,
+ * `CONC_ERR_RESOURCE_EXHAUSTED`, `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writes; `name` NULL or a NUL-terminated
+ * string.
+ */
+enum conc_status conc_queue_open(struct conc_queue **out, const char *name);
+
+/**
+ * Pushes the `len` bytes at `message` (0 to `conc_queue_message_size`;
+ * `message` may be NULL when `len` is 0), waiting while the queue is
+ * full. The message keeps its length.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`queue` NULL, `message` NULL with
+ * `len` > 0), `CONC_ERR_INVALID_STATE` (closed or forged handle),
+ * `CONC_ERR_OUT_OF_RANGE` (`len` over the message size, at once, whatever
+ * the queue's state; nothing pushed), `CONC_ERR_SHUTDOWN` (the queue is
+ * shut down, before or while waiting; nothing pushed).
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library; `message` NULL or
+ * valid for reads of `len` bytes.
+ */
+enum conc_status conc_queue_push(struct conc_queue *queue, const void *message, size_t len);
+
+/**
+ * Like `conc_queue_push`, but never waits: `CONC_ERR_BUSY` when the queue
+ * is full (nothing pushed).
+ *
+ * # Safety
+ * As for `conc_queue_push`.
+ */
+enum conc_status conc_queue_try_push(struct conc_queue *queue, const void *message, size_t len);
+
+/**
+ * Like `conc_queue_push`, but waits at most `timeout_ms` milliseconds (on
+ * the monotonic clock; 0 polls once) for room: `CONC_ERR_TIMED_OUT` when
+ * the queue stayed full (nothing pushed).
+ *
+ * # Safety
+ * As for `conc_queue_push`.
+ */
+enum conc_status conc_queue_push_timeout(struct conc_queue *queue, const void *message, size_t len, uint64_t timeout_ms);
+
+/**
+ * Pops the first message into `buf` (`buf_size` bytes), setting `*len`
+ * to its length, waiting while the queue is empty. Messages of one
+ * producer come out in the order it pushed them, each exactly once.
+ *
+ * When `buf_size` is smaller than the first message,
+ * `CONC_ERR_OUT_OF_RANGE` with `*len` set to the size it needs (the one
+ * failure that writes an output), and the message stays first in the
+ * queue. `buf` may be NULL when `buf_size` is 0: a size probe
+ * (`CONC_ERR_OUT_OF_RANGE` with `*len`, or `CONC_OK` for an empty
+ * message, which is then popped).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`queue` or `len` NULL, `buf` NULL
+ * with `buf_size` > 0), `CONC_ERR_INVALID_STATE` (closed or forged
+ * handle), `CONC_ERR_OUT_OF_RANGE` (above), `CONC_ERR_SHUTDOWN` (the
+ * queue is shut down and empty, before or while waiting).
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library; `buf` NULL or valid
+ * for writes of `buf_size` bytes; `len` NULL or valid for writes.
+ */
+enum conc_status conc_queue_pop(struct conc_queue *queue, void *buf, size_t buf_size, size_t *len);
+
+/**
+ * Like `conc_queue_pop`, but never waits: `CONC_ERR_BUSY` when the queue
+ * is empty (and not shut down).
+ *
+ * # Safety
+ * As for `conc_queue_pop`.
+ */
+enum conc_status conc_queue_try_pop(struct conc_queue *queue, void *buf, size_t buf_size, size_t *len);
+
+/**
+ * Like `conc_queue_pop`, but waits at most `timeout_ms` milliseconds (on
+ * the monotonic clock; 0 polls once) for a message: `CONC_ERR_TIMED_OUT`
+ * when the queue stayed empty.
+ *
+ * # Safety
+ * As for `conc_queue_pop`.
+ */
+enum conc_status conc_queue_pop_timeout(struct conc_queue *queue, uint64_t timeout_ms, void *buf, size_t buf_size, size_t *len);
+
+/**
+ * Shuts the queue down, for every process: from now on every push, and
+ * every pusher waiting, gets `CONC_ERR_SHUTDOWN`; pops go on until the
+ * queue is empty, then every pop, and every popper waiting, gets
+ * `CONC_ERR_SHUTDOWN`. A second shutdown is `CONC_OK`. It cannot be
+ * undone.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`queue` NULL),
+ * `CONC_ERR_INVALID_STATE` (closed or forged handle).
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+enum conc_status conc_queue_shutdown(struct conc_queue *queue);
+
+/**
+ * Returns how many messages are waiting: a snapshot, which other
+ * processes may change at once. 0 when `queue` is NULL or not a live
+ * handle.
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+size_t conc_queue_len(const struct conc_queue *queue);
+
+/**
+ * Returns how many messages the queue holds at most, fixed at create.
+ * 0 when `queue` is NULL or not a live handle.
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+size_t conc_queue_capacity(const struct conc_queue *queue);
+
+/**
+ * Returns the longest message, in bytes, fixed at create. 0 when `queue`
+ * is NULL or not a live handle.
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+size_t conc_queue_message_size(const struct conc_queue *queue);
+
+/**
+ * Returns the queue's segment name without a leading `/` (e.g.
+ * `"psm_1f2e3d4c"`), the name other processes pass to `conc_queue_open`.
+ * Owned by the handle, valid until `conc_queue_close`. `""` when `queue`
+ * is NULL or not a live handle.
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+const char *conc_queue_name(const struct conc_queue *queue);
+
+/**
+ * Removes the queue's name: no process can open it any more, and its
+ * memory goes back to the OS once every process has closed it. Handles
+ * already open, this one included, stay usable until closed. Call it
+ * once, from one process.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` (`queue` NULL),
+ * `CONC_ERR_INVALID_STATE` (closed or forged handle), `CONC_ERR_NOT_FOUND`
+ * (this handle unlinked it already, or the name is gone),
+ * `CONC_ERR_PERMISSION_DENIED`, `CONC_ERR_IO`.
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+enum conc_status conc_queue_unlink(const struct conc_queue *queue);
+
+/**
+ * Unmaps the queue and frees the handle; the queue and its name stay
+ * (see `conc_queue_unlink`), and its messages with them. The pointer from
+ * `conc_queue_name` is invalid afterwards. No other thread may be using
+ * the handle.
+ *
+ * NULL is a no-op returning `CONC_OK`. Errors: `CONC_ERR_INVALID_STATE`
+ * for a handle closed already, or never made by conc (left alone).
+ *
+ * # Safety
+ * `queue` must be NULL or a handle from this library.
+ */
+enum conc_status conc_queue_close(struct conc_queue *queue);
 
 /**
  * Creates a new shared memory segment of `size` bytes and maps it.

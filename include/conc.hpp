@@ -1614,6 +1614,251 @@ static_assert(sizeof(barrier) == sizeof(conc_barrier) &&
 static_assert(sizeof(event) == sizeof(conc_event) && alignof(event) == alignof(conc_event) &&
               std::is_standard_layout_v<event> && std::is_trivially_destructible_v<event>);
 
+// ---------------------------------------------------------------------------
+// Queues between processes
+
+namespace detail {
+
+/// A duration as conc's timeout_ms: rounded up to whole milliseconds,
+/// negative as 0, anything beyond 500 million years as "never".
+template <class Rep, class Period>
+std::uint64_t queue_timeout_ms(const std::chrono::duration<Rep, Period>& duration) {
+    const double ms = std::chrono::duration<double, std::milli>(duration).count();
+    if (!(ms > 0)) {
+        return 0;
+    }
+    if (ms >= 1.5e19) {
+        return UINT64_MAX;
+    }
+    auto whole = static_cast<std::uint64_t>(ms);
+    if (static_cast<double>(whole) < ms) {
+        ++whole;
+    }
+    return whole;
+}
+
+}  // namespace detail
+
+/// A bounded FIFO of `T` values between processes (conc_queue), the
+/// counterpart of Python's multiprocessing.Queue for trivially copyable
+/// types: any number of processes push and pop, by name or through a
+/// fork, and a killed peer never breaks it. Move-only; the destructor
+/// closes it, and a queue made by create() also removes its name unless
+/// keep() was called (one made by open() never does), so an exception
+/// never leaves a segment behind. pop() needs T default-constructible.
+///
+/// Once the queue is shut down and empty, pop(), try_pop() and pop_for()
+/// throw conc::error with CONC_ERR_SHUTDOWN; push() throws it at once.
+template <class T>
+class queue {
+    static_assert(std::is_trivially_copyable_v<T>,
+                  "conc::queue<T> copies T's bytes between processes: T must be trivially copyable");
+
+public:
+    using value_type = T;
+
+    /// Not a queue: capacity() 0, name() empty.
+    queue() noexcept = default;
+
+    /// A new queue of `capacity` values with a fresh random name.
+    static queue create(std::size_t capacity) {
+        conc_queue* q = nullptr;
+        detail::check(conc_queue_create(&q, nullptr, capacity, sizeof(T)));
+        return queue(q, true);
+    }
+
+    /// A new queue of `capacity` values named `name` (the shared-memory
+    /// name rules). CONC_ERR_ALREADY_EXISTS when the name is taken.
+    static queue create(std::string_view name, std::size_t capacity) {
+        const std::string c_name = detail::c_string(name, "conc::queue::create", "the name");
+        conc_queue* q = nullptr;
+        detail::check(conc_queue_create(&q, c_name.c_str(), capacity, sizeof(T)));
+        return queue(q, true);
+    }
+
+    /// Attaches to the queue `name`; CONC_ERR_INVALID_ARGUMENT when its
+    /// message size is not sizeof(T) or it is not a queue.
+    static queue open(std::string_view name) {
+        const std::string c_name = detail::c_string(name, "conc::queue::open", "the name");
+        conc_queue* q = nullptr;
+        detail::check(conc_queue_open(&q, c_name.c_str()));
+        queue opened(q, false);
+        if (conc_queue_message_size(q) != sizeof(T)) {
+            throw error(CONC_ERR_INVALID_ARGUMENT,
+                        "conc::queue::open(\"" + c_name + "\"): its messages have " +
+                            std::to_string(conc_queue_message_size(q)) + " bytes, sizeof(T) is " +
+                            std::to_string(sizeof(T)));
+        }
+        return opened;
+    }
+
+    queue(queue&& other) noexcept
+        : queue_(std::exchange(other.queue_, nullptr)),
+          unlink_on_close_(std::exchange(other.unlink_on_close_, false)) {}
+    queue& operator=(queue&& other) noexcept {
+        if (this != &other) {
+            close_quietly();
+            queue_ = std::exchange(other.queue_, nullptr);
+            unlink_on_close_ = std::exchange(other.unlink_on_close_, false);
+        }
+        return *this;
+    }
+    queue(const queue&) = delete;
+    queue& operator=(const queue&) = delete;
+    ~queue() { close_quietly(); }
+
+    bool is_open() const noexcept { return queue_ != nullptr; }
+    explicit operator bool() const noexcept { return is_open(); }
+
+    /// Values waiting (a snapshot).
+    std::size_t size() const noexcept { return conc_queue_len(queue_); }
+    std::size_t capacity() const noexcept { return conc_queue_capacity(queue_); }
+    /// The name, without a leading '/'.
+    std::string_view name() const noexcept { return conc_queue_name(queue_); }
+
+    /// Pushes `value`, waiting while the queue is full.
+    void push(const T& value) {
+        require_open("conc::queue::push");
+        detail::check(conc_queue_push(queue_, &value, sizeof(T)));
+    }
+
+    /// Pushes `value` if there is room now; false when full.
+    bool try_push(const T& value) {
+        require_open("conc::queue::try_push");
+        const conc_status st = conc_queue_try_push(queue_, &value, sizeof(T));
+        if (st == CONC_ERR_BUSY) {
+            return false;
+        }
+        detail::check(st);
+        return true;
+    }
+
+    /// Pushes `value`, waiting at most `timeout` for room; false on timeout.
+    template <class Rep, class Period>
+    bool push_for(const T& value, const std::chrono::duration<Rep, Period>& timeout) {
+        require_open("conc::queue::push_for");
+        const conc_status st =
+            conc_queue_push_timeout(queue_, &value, sizeof(T), detail::queue_timeout_ms(timeout));
+        if (st == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(st);
+        return true;
+    }
+
+    /// Pops the first value, waiting while the queue is empty.
+    T pop() {
+        require_open("conc::queue::pop");
+        storage s;
+        receive(s, conc_queue_pop(queue_, s.bytes(), sizeof(T), &s.len));
+        return s.value();
+    }
+
+    /// The first value, or std::nullopt when the queue is merely empty.
+    std::optional<T> try_pop() {
+        require_open("conc::queue::try_pop");
+        storage s;
+        const conc_status st = conc_queue_try_pop(queue_, s.bytes(), sizeof(T), &s.len);
+        if (st == CONC_ERR_BUSY) {
+            return std::nullopt;
+        }
+        receive(s, st);
+        return s.value();
+    }
+
+    /// The first value, waiting at most `timeout`; std::nullopt on timeout.
+    template <class Rep, class Period>
+    std::optional<T> pop_for(const std::chrono::duration<Rep, Period>& timeout) {
+        require_open("conc::queue::pop_for");
+        storage s;
+        const conc_status st = conc_queue_pop_timeout(
+            queue_, detail::queue_timeout_ms(timeout), s.bytes(), sizeof(T), &s.len);
+        if (st == CONC_ERR_TIMED_OUT) {
+            return std::nullopt;
+        }
+        receive(s, st);
+        return s.value();
+    }
+
+    /// Ends the queue's life for every process (see conc_queue_shutdown).
+    void shutdown() {
+        require_open("conc::queue::shutdown");
+        detail::check(conc_queue_shutdown(queue_));
+    }
+
+    /// Keeps the name when this queue (made by create) is destroyed.
+    void keep() noexcept { unlink_on_close_ = false; }
+
+    /// Removes the queue's name now; this handle stays usable until closed.
+    void unlink() {
+        require_open("conc::queue::unlink");
+        unlink_on_close_ = false;
+        detail::check(conc_queue_unlink(queue_));
+    }
+
+    /// Closes now (removing the name first if create made it and keep()
+    /// was not called), reporting a failure; nothing when not open.
+    void close() {
+        if (queue_ == nullptr) {
+            return;
+        }
+        const bool unlink_first = std::exchange(unlink_on_close_, false);
+        conc_queue* q = std::exchange(queue_, nullptr);
+        const conc_status unlinked = unlink_first ? conc_queue_unlink(q) : CONC_OK;
+        const error unlink_error = detail::last_error(unlinked);
+        detail::check(conc_queue_close(q));
+        if (unlinked != CONC_OK) {
+            throw unlink_error;
+        }
+    }
+
+    conc_queue* native_handle() const noexcept { return queue_; }
+    /// Gives up ownership: the caller closes (and unlinks) the queue.
+    conc_queue* release() noexcept {
+        unlink_on_close_ = false;
+        return std::exchange(queue_, nullptr);
+    }
+
+private:
+    queue(conc_queue* adopted, bool unlink_on_close) noexcept
+        : queue_(adopted), unlink_on_close_(unlink_on_close) {}
+
+    /// One popped T and the length conc reported.
+    struct storage {
+        T item{};
+        std::size_t len = 0;
+        void* bytes() noexcept { return static_cast<void*>(&item); }
+        T value() const { return item; }
+    };
+
+    void receive(const storage& s, conc_status st) const {
+        detail::check(st);
+        if (s.len != sizeof(T)) {
+            throw error(CONC_ERR_INVALID_STATE,
+                        "conc::queue::pop: a message of " + std::to_string(s.len) +
+                            " bytes, where a T has " + std::to_string(sizeof(T)) +
+                            " (pushed by a C program?)");
+        }
+    }
+
+    void require_open(const char* op) const {
+        if (queue_ == nullptr) {
+            detail::throw_closed(op, "queue");
+        }
+    }
+
+    void close_quietly() noexcept {
+        if (queue_ != nullptr && unlink_on_close_) {
+            (void)conc_queue_unlink(queue_);
+        }
+        (void)conc_queue_close(std::exchange(queue_, nullptr));
+        unlink_on_close_ = false;
+    }
+
+    conc_queue* queue_ = nullptr;
+    bool unlink_on_close_ = false;
+};
+
 }  // namespace conc
 
 #endif  // CONC_HPP

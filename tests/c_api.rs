@@ -41,5 +41,7 @@ c_tests!(
     test_stress,
     test_sync,
     test_sync_torture,
-    test_sync_tsan
+    test_sync_tsan,
+    test_queue,
+    test_queue_torture
 );
