@@ -467,6 +467,15 @@ enum conc_status conc_list_close(struct conc_list *list);
  * Hazard: if another process truncates the file while it is mapped,
  * touching the lost pages raises SIGBUS (see `conc_mmap`).
  *
+ * Hazard: a WRITE map of a sparse file (one with holes, e.g. grown with
+ * `ftruncate`) on a full file system gets SIGBUS at the first write to a
+ * page that the file system cannot allocate; reserve the space first
+ * (`posix_fallocate`) when that matters.
+ *
+ * Files under `/proc` (and similar pseudo-files) report size 0, so they
+ * map as an empty map of length 0 with `CONC_OK`: read them with
+ * `read(2)` instead.
+ *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `path` is NULL, `access`
  * is not a `conc_access` value, or `path` is a directory or not a regular
  * file; `CONC_ERR_NOT_FOUND` if the file does not exist;
@@ -827,6 +836,9 @@ int conc_process_fd(struct conc_process process);
  * with SIGBUS at a later write. (A memory cgroup limit lower than the
  * free space of `/dev/shm` is outside what this can check.) When create
  * fails, no name is left behind.
+ *
+ * Segments live in `/dev/shm`: on a system without it (some minimal
+ * containers) create gives `CONC_ERR_NOT_FOUND`.
  *
  * On success `*out` is the new handle, owned by the caller until
  * `conc_shm_close`; the segment itself stays until `conc_shm_unlink`.
