@@ -691,8 +691,6 @@ enum conc_status conc_mmap_flush(struct conc_mmap *map);
  */
 enum conc_status conc_mmap_close(struct conc_mmap *map);
 
-extern int on_exit(void (*func)(int status, void *arg), void *arg);
-
 /**
  * Starts a child process: a fork of the caller that runs `fn(arg)`,
  * flushes its stdio, and ends with `_exit(fn's return value & 0xff)`.
