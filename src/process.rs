@@ -1051,4 +1051,108 @@ mod tests {
         assert!(last_error_message().contains("another thread is joining"));
         assert_eq!(t.join().unwrap(), (CONC_OK, 5));
     }
+
+    /// The pid-reuse scenario, as pid 1 of a fresh pid namespace: 0 when
+    /// every promise held, else the number of the step that failed.
+    fn reuse_scenario() -> i32 {
+        let a = spawn(Some(return_arg), 5);
+        // Reaped behind conc's back, as SIGCHLD ignored or waitpid(-1) do.
+        // SAFETY: plain waitpid.
+        if unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } != a.pid as libc::pid_t {
+            return 1;
+        }
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", a.pid - 1)).is_err() {
+            return 77;
+        }
+        let mut go = [0; 2];
+        // SAFETY: go holds two descriptors.
+        if unsafe { libc::pipe(go.as_mut_ptr()) } != 0 {
+            return 2;
+        }
+        // SAFETY: the child only reads a pipe and _exits.
+        let b = unsafe { libc::fork() };
+        if b == 0 {
+            let mut c = 0u8;
+            // SAFETY: plain read and _exit.
+            unsafe {
+                libc::read(go[0], (&mut c as *mut u8).cast(), 1);
+                libc::_exit(99)
+            }
+        }
+        if i64::from(b) != a.pid {
+            return 3;
+        }
+        // The stranger with a's pid is never signalled...
+        if conc_process_kill(a, libc::SIGKILL) != CONC_OK {
+            return 4;
+        }
+        // ...and its status is never taken.
+        if join(a) != (CONC_ERR_INVALID_STATE, -1) || errno_of_last() != libc::ECHILD {
+            return 5;
+        }
+        let mut st = 0;
+        // SAFETY: plain waitpid, write and waitpid.
+        unsafe {
+            if libc::waitpid(b, &mut st, libc::WNOHANG) != 0 {
+                return 6;
+            }
+            libc::write(go[1], b"g".as_ptr().cast(), 1);
+            if libc::waitpid(b, &mut st, 0) != b || libc::WEXITSTATUS(st) != 99 {
+                return 7;
+            }
+        }
+        0
+    }
+
+    fn errno_of_last() -> i32 {
+        crate::error::conc_last_os_error()
+    }
+
+    /// Runs in a fresh process of this test binary, which moves its future
+    /// children into a new pid namespace (so it never disturbs the other
+    /// tests), where a forced pid reuse is reliable.
+    #[test]
+    fn reused_pid_is_never_signalled_nor_joined() {
+        const FRESH: &str = "CONC_TEST_PID_NAMESPACE";
+        const NAME: &str = "process::tests::reused_pid_is_never_signalled_nor_joined";
+        if std::env::var_os(FRESH).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env(FRESH, "1")
+                .output()
+                .expect("re-run the test binary");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "{text}");
+            if let Some(line) = text.lines().find(|l| l.contains("skipped:")) {
+                println!("{line}");
+            }
+            return;
+        }
+        // SAFETY: unshare takes no pointers.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            println!(
+                "skipped: pid namespaces unavailable ({})",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        // SAFETY: the child runs the scenario and _exits.
+        let init = unsafe { libc::fork() };
+        if init == 0 {
+            let code = reuse_scenario();
+            // SAFETY: ending the namespace's init.
+            unsafe { libc::_exit(code) }
+        }
+        let mut st = 0;
+        // SAFETY: plain waitpid.
+        assert_eq!(unsafe { libc::waitpid(init, &mut st, 0) }, init);
+        assert!(libc::WIFEXITED(st));
+        match libc::WEXITSTATUS(st) {
+            0 => {}
+            77 => println!("skipped: cannot write ns_last_pid"),
+            n => panic!("the pid-reuse scenario failed at step {n}"),
+        }
+    }
 }

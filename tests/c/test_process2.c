@@ -258,6 +258,29 @@ TEST(reused_pid_is_never_signalled_nor_joined) {
     CHECK(WEXITSTATUS(st) == 0);
 }
 
+/* With SIGCHLD ignored the kernel reaps children itself: the join reports
+ * it (ECHILD), kill and fd stay harmless, and nothing ever blocks. */
+TEST(sigchld_ignored_is_reported_not_hung) {
+    /* Without pidfd, conc would signal by pid: a pid reaped by the kernel
+     * may be reused, which is the documented hazard of that fallback. */
+    SKIP_IF(!have_pidfd(), "no pidfd here (Linux before 5.3, or valgrind)");
+    signal(SIGCHLD, SIG_IGN);
+    for (int i = 0; i < 20; i++) {
+        conc_process p;
+        CHECK_OK(conc_process_spawn(&p, return_arg, (void *)3));
+        conc_sleep_ms(i % 2 ? 0 : 20);
+        CHECK_OK(conc_process_kill(p, 0));
+        CHECK_OK(conc_process_kill(p, SIGKILL));
+        int code = -1;
+        CHECK_STATUS(conc_process_join(p, &code), CONC_ERR_INVALID_STATE);
+        CHECK(conc_last_os_error() == ECHILD);
+        CHECK(code == -1);
+        CHECK(conc_process_fd(p) == -1);
+        CHECK_STATUS(conc_process_kill(p, 0), CONC_ERR_INVALID_STATE);
+    }
+    signal(SIGCHLD, SIG_DFL);
+}
+
 /* ---- how a child ends ---------------------------------------------------- */
 
 static int marker_fd = -1;
@@ -452,6 +475,7 @@ int main(void) {
     RUN(fd_is_readable_when_the_child_ends_and_stable);
     RUN(poll_several_children);
     RUN(reused_pid_is_never_signalled_nor_joined);
+    RUN(sigchld_ignored_is_reported_not_hung);
     RUN(exit_in_child_runs_no_parent_atexit_handler);
     RUN(pthread_exit_in_child_ends_it_with_0);
     RUN(pthread_exit_in_child_of_another_thread);
