@@ -676,6 +676,12 @@ static CLOCKJOIN: OnceLock<Option<ClockJoin>> = OnceLock::new();
 
 fn clockjoin() -> Option<ClockJoin> {
     *CLOCKJOIN.get_or_init(|| {
+        // ThreadSanitizer does not intercept it, and would take the joined
+        // thread for a live one: the polling fallback uses
+        // pthread_tryjoin_np, which it does intercept.
+        if crate::tsan::active() {
+            return None;
+        }
         // SAFETY: dlsym with a NUL-terminated name has no other precondition.
         let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_clockjoin_np".as_ptr()) };
         // SAFETY: when present, the symbol is this function.
