@@ -89,11 +89,36 @@ struct Child {
 /// are few, and it keeps its capacity.
 static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 
-fn lock_children() -> MutexGuard<'static, Vec<Child>> {
-    CHILDREN.lock().unwrap_or_else(PoisonError::into_inner)
+/// The registry of children, locked; the guard announces the unlock → lock
+/// edge to ThreadSanitizer (see `thread.rs`).
+struct ChildrenGuard(MutexGuard<'static, Vec<Child>>);
+
+impl std::ops::Deref for ChildrenGuard {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
 }
 
-static FORK_HELD: crate::fork::Slot<MutexGuard<'static, Vec<Child>>> = crate::fork::Slot::new();
+impl std::ops::DerefMut for ChildrenGuard {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildrenGuard {
+    fn drop(&mut self) {
+        crate::tsan::release(std::ptr::addr_of!(CHILDREN).cast());
+    }
+}
+
+fn lock_children() -> ChildrenGuard {
+    let guard = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::tsan::acquire(std::ptr::addr_of!(CHILDREN).cast());
+    ChildrenGuard(guard)
+}
+
+static FORK_HELD: crate::fork::Slot<ChildrenGuard> = crate::fork::Slot::new();
 
 /// The fork prepare handler's part: takes the children's registry.
 pub(crate) fn fork_lock() {

@@ -143,13 +143,41 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 /// Bumped in the child after every `fork`.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
-fn registry() -> MutexGuard<'static, Registry> {
-    // Nothing panics while holding the lock, and the map stays consistent
-    // whatever happens, so a poisoned lock is still good.
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+/// The registry, locked. ThreadSanitizer cannot see the std mutex inside
+/// this uninstrumented library, so the guard announces the unlock → lock
+/// edge (its memory is malloc'd and realloc'd under the lock, which TSan
+/// does see).
+struct RegistryGuard(MutexGuard<'static, Registry>);
+
+impl std::ops::Deref for RegistryGuard {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.0
+    }
 }
 
-static FORK_HELD: crate::fork::Slot<MutexGuard<'static, Registry>> = crate::fork::Slot::new();
+impl std::ops::DerefMut for RegistryGuard {
+    fn deref_mut(&mut self) -> &mut Registry {
+        &mut self.0
+    }
+}
+
+impl Drop for RegistryGuard {
+    fn drop(&mut self) {
+        // Runs before the inner guard unlocks.
+        crate::tsan::release(std::ptr::addr_of!(REGISTRY).cast());
+    }
+}
+
+fn registry() -> RegistryGuard {
+    // Nothing panics while holding the lock, and the map stays consistent
+    // whatever happens, so a poisoned lock is still good.
+    let guard = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::tsan::acquire(std::ptr::addr_of!(REGISTRY).cast());
+    RegistryGuard(guard)
+}
+
+static FORK_HELD: crate::fork::Slot<RegistryGuard> = crate::fork::Slot::new();
 
 /// The fork prepare handler's part: takes the registry, so that the child
 /// never inherits it locked by a thread that does not exist there.
@@ -389,6 +417,9 @@ fn get_minstack() -> Option<GetMinstack> {
 /// thread is inside one of them would leave it "under way" forever in the
 /// child, whose first conc call to need it would then wait forever.
 pub(crate) fn init_lazy_statics() {
+    // Both TSan look-ups (dlsym) happen here, never in a fork handler.
+    crate::tsan::acquire(std::ptr::addr_of!(REGISTRY).cast());
+    crate::tsan::release(std::ptr::addr_of!(REGISTRY).cast());
     id_key();
     get_minstack();
     clockjoin();
