@@ -37,8 +37,10 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_thread_spawn_with", "options"),
     ("conc_thread_spawn_with", "arg"),
     ("conc_thread_join", "result"),
+    ("conc_thread_join_timeout", "result"),
     ("conc_process_spawn", "arg"),
     ("conc_process_join", "exit_code"),
+    ("conc_process_join_timeout", "exit_code"),
     ("conc_shm_create", "name"),
     ("conc_list_create", "name"),
     ("conc_mmap_close", "map"),
@@ -66,6 +68,8 @@ const SCALARS: &[(&str, &str)] = &[
     ("index", "0"),
     ("value", "0"),
     ("milliseconds", "0"),
+    ("timeout_ms", "60000"), // long enough for the fixture to end
+    ("signal", "0"),
 ];
 
 const SCALAR_TYPES: &[&str] = &[
