@@ -215,3 +215,45 @@ impl<T> Slot<T> {
         unsafe { (*self.0.get()).take() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A plain fork() while another thread holds a conc lock: the prepare
+    /// handler waits for it, so the child finds it free. Without the
+    /// handlers the child would block for ever (the alarm kills it).
+    #[test]
+    fn a_raw_fork_never_inherits_a_held_conc_lock() {
+        ensure_registered();
+        assert!(registered());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let table = crate::handle::lock_table();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(table);
+        });
+        rx.recv().unwrap();
+        // SAFETY: the child only takes the lock, then _exits; alarm ends it
+        // if the lock was inherited held.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: alarm and _exit are async-signal-safe.
+            unsafe { libc::alarm(5) };
+            drop(crate::handle::lock_table());
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        assert!(pid > 0);
+        let mut status = 0;
+        // SAFETY: plain waitpid.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        holder.join().unwrap();
+    }
+}
