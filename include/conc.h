@@ -717,6 +717,11 @@ enum conc_status conc_mmap_close(struct conc_mmap *map);
  * happens; output that another thread buffers in any other stream at that
  * very moment may be written by the child as well.
  *
+ * The same handlers protect every plain `fork()` of the program (or of a
+ * library it uses), so a raw child may call conc too. `_Fork`, `vfork`,
+ * `clone` and the raw system calls skip `pthread_atfork` handlers: a child
+ * made by one of them must not call conc (it may `exec`).
+ *
  * conc holds a pidfd for the child from right after the fork until the
  * join (Linux 5.3 and later), so `conc_process_kill` and the join never
  * reach another process that got the same pid. If the program reaps
