@@ -158,7 +158,7 @@ TEST(poll_several_children) {
     SKIP_IF(!have_pidfd(), "no pidfd here (Linux before 5.3, or valgrind): conc_process_fd gives -1");
     conc_process ps[3];
     struct pollfd fds[3];
-    const intptr_t ms[3] = {300, 50, 150};
+    const intptr_t ms[3] = {800, 100, 400}; /* wide gaps: the machine may be busy */
     for (int i = 0; i < 3; i++) {
         CHECK_OK(conc_process_spawn(&ps[i], sleep_ms_then_7, (void *)ms[i]));
         fds[i] = (struct pollfd){conc_process_fd(ps[i]), POLLIN, 0};
