@@ -230,6 +230,12 @@ typedef struct conc_shm conc_shm;
  * like `pid_t`. `pid` is the child's process id (0 is never a valid
  * handle). Joining a zeroed, forged or already joined handle, or a copy of
  * one, is refused with `CONC_ERR_INVALID_STATE`.
+ *
+ * The handle holds only the pid. conc keeps a pidfd for each child until
+ * it is joined, so no call ever reaches a process that conc did not spawn;
+ * but once a child is joined, its pid may be given to a later child of
+ * `conc_process_spawn`, and a stale copy of the old handle then names
+ * that new child. Join each child once and drop its copies.
  */
 typedef struct conc_process {
     /**
@@ -769,6 +775,15 @@ enum conc_status conc_list_get_bytes(const struct conc_list *list, size_t index,
  * Hazard: if another process truncates the file while it is mapped,
  * touching the lost pages raises SIGBUS (see `conc_mmap`).
  *
+ * Hazard: a WRITE map of a sparse file (one with holes, e.g. grown with
+ * `ftruncate`) on a full file system gets SIGBUS at the first write to a
+ * page that the file system cannot allocate; reserve the space first
+ * (`posix_fallocate`) when that matters.
+ *
+ * Files under `/proc` (and similar pseudo-files) report size 0, so they
+ * map as an empty map of length 0 with `CONC_OK`: read them with
+ * `read(2)` instead.
+ *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `path` is NULL, `access`
  * is not a `conc_access` value, or `path` is a directory or not a regular
  * file; `CONC_ERR_NOT_FOUND` if the file does not exist;
@@ -986,14 +1001,22 @@ enum conc_status conc_mmap_close(struct conc_mmap *map);
 
 /**
  * Starts a child process: a fork of the caller that runs `fn(arg)`,
- * flushes its stdio, and ends with `_exit(fn's return value & 0xff)`. The
- * parent's `atexit` handlers never run in the child.
+ * flushes its stdio, and ends with `_exit(fn's return value & 0xff)`.
+ *
+ * The parent's `atexit` handlers never run in the child: if `fn` calls
+ * `exit(status)`, a handler that the child registered before `fn` runs
+ * first, flushes stdio and ends the child with `_exit(status & 0xff)`
+ * (handlers that `fn` itself registered run before it). If `fn` calls
+ * `pthread_exit`, the child ends with status 0, stdio flushed, and no
+ * `atexit` handler runs either (`fn` runs on a fresh stack as large as
+ * the main thread's, so that `pthread_exit`'s unwind never crosses the
+ * caller's or conc's frames).
  *
  * The child sees the caller's memory as it was at the call and shares
  * every `conc_shm` and `conc_list` mapping and anonymous `conc_mmap` with
  * it; its other memory is a private copy. Only the calling thread exists
  * in the child. The child never inherits one of conc's own locks locked
- * (conc takes them around the fork and releases them on both sides), so
+ * (conc's `pthread_atfork` handlers take them around every `fork()`), so
  * conc calls in the child never deadlock; locks of other libraries held
  * by other threads at that moment may stay locked in the child, as with
  * any `fork` (glibc's malloc and stdio are safe). stdio output buffered
@@ -1001,6 +1024,23 @@ enum conc_status conc_mmap_close(struct conc_mmap *map);
  * if another thread writes more to `stdout` or `stderr` while the fork
  * happens; output that another thread buffers in any other stream at that
  * very moment may be written by the child as well.
+ *
+ * The same handlers protect every plain `fork()` of the program (or of a
+ * library it uses), so a raw child may call conc too. `_Fork`, `vfork`,
+ * `clone` and the raw system calls skip `pthread_atfork` handlers: a child
+ * made by one of them must not call conc (it may `exec`).
+ *
+ * conc holds a pidfd for the child from right after the fork until the
+ * join (Linux 5.3 and later), so `conc_process_kill` and the join never
+ * reach another process that got the same pid. If the program reaps
+ * children itself (SIGCHLD set to `SIG_IGN`, or `waitpid(-1, ...)` in
+ * another thread), a child that ends at once may be reaped before conc
+ * opens its pidfd; conc notices it (the pidfd is not its child's) and the
+ * handle then only ever gives `CONC_ERR_INVALID_STATE` from the join, -1
+ * from `conc_process_fd`, and `CONC_OK` without a signal from
+ * `conc_process_kill`. On kernels without pidfd, and in such a program,
+ * a pid reaped elsewhere and reused can be reached: do not reap conc's
+ * children yourself.
  *
  * On success `*out` is the child's handle, to be joined once with
  * `conc_process_join` (an unjoined child stays a zombie until this
@@ -1030,11 +1070,66 @@ enum conc_status conc_process_spawn(struct conc_process *out, conc_process_fn fn
  * its pid, as a zombie, so this cannot happen before.) If the child was
  * reaped behind conc's back (`waitpid(-1, ...)`, or SIGCHLD ignored) its
  * status is lost: `CONC_ERR_INVALID_STATE` with the OS reason (ECHILD).
+ * The join waits on and reaps through the pidfd conc holds for the child
+ * (Linux 5.4 and later), so it never takes the status of another process
+ * that got the child's pid meanwhile (before 5.4: see
+ * `conc_process_spawn`).
  *
  * # Safety
  * `exit_code` must be NULL or valid for writes.
  */
 enum conc_status conc_process_join(struct conc_process process, int *exit_code);
+
+/**
+ * Like `conc_process_join`, but waits at most `timeout_ms` milliseconds,
+ * measured on the monotonic clock: `CONC_ERR_TIMED_OUT` if the child has
+ * not ended by then, and the handle stays joinable. A timeout of 0 polls
+ * once: Python's `is_alive()` is `join_timeout(p, 0, NULL) ==
+ * CONC_ERR_TIMED_OUT`. `UINT64_MAX` waits for ever.
+ *
+ * While one thread is joining (even with a timeout), another thread's join
+ * of the same child gets `CONC_ERR_INVALID_STATE`. Otherwise the statuses
+ * are `conc_process_join`'s; `*exit_code` is written only on `CONC_OK`.
+ *
+ * # Safety
+ * `exit_code` must be NULL or valid for writes.
+ */
+enum conc_status conc_process_join_timeout(struct conc_process process, uint64_t timeout_ms, int *exit_code);
+
+/**
+ * Sends `signal` to the child `process`, which has not been joined yet:
+ * `SIGTERM` and `SIGKILL` are Python's `terminate()` and `kill()`. Signal 0
+ * sends nothing: `CONC_OK` while the child has not been joined, as
+ * `kill(pid, 0)` (an existence probe).
+ *
+ * conc signals through the pidfd it holds for the child (Linux 5.1 and
+ * later), so it never signals a process that it did not spawn, even one
+ * that got the child's pid after someone else reaped it. A child that has
+ * ended but is not joined yet is not an error: `CONC_OK`, nothing sent.
+ * (The handle holds only the pid: a stale copy of a joined handle names
+ * a later conc child that got the same pid, and that child is signalled.)
+ *
+ * Returns `CONC_OK`; `CONC_ERR_INVALID_ARGUMENT` for a signal number that
+ * is not one (below 0 or above `SIGRTMAX`); `CONC_ERR_INVALID_STATE` for a
+ * joined, zero or forged handle, or a copy of one;
+ * `CONC_ERR_PERMISSION_DENIED` if the OS refuses (EPERM).
+ */
+enum conc_status conc_process_kill(struct conc_process process, int signal);
+
+/**
+ * A descriptor that becomes readable (`POLLIN`) when the child `process`
+ * ends: Python's `sentinel`, for `poll`, `select` or `epoll` loops that
+ * wait on several children and other descriptors at once. It is the pidfd
+ * conc holds for the child: the same descriptor for the handle's whole
+ * life, owned by conc, valid until the child is joined. Never close it,
+ * and take it out of an epoll set before joining. It is close-on-exec.
+ *
+ * Returns -1 for a joined, zero or forged handle, on kernels without
+ * pidfd (before Linux 5.3), and when conc could not open one (out of
+ * descriptors, or the child was reaped elsewhere at once: see
+ * `conc_process_spawn`).
+ */
+int conc_process_fd(struct conc_process process);
 
 /**
  * Creates a new queue between processes: a bounded FIFO of up to
@@ -1263,6 +1358,9 @@ enum conc_status conc_queue_close(struct conc_queue *queue);
  * with SIGBUS at a later write. (A memory cgroup limit lower than the
  * free space of `/dev/shm` is outside what this can check.) When create
  * fails, no name is left behind.
+ *
+ * Segments live in `/dev/shm`: on a system without it (some minimal
+ * containers) create gives `CONC_ERR_NOT_FOUND`.
  *
  * On success `*out` is the new handle, owned by the caller until
  * `conc_shm_close`; the segment itself stays until `conc_shm_unlink`.
@@ -1708,14 +1806,35 @@ enum conc_status conc_thread_spawn_with(struct conc_thread *out, const struct co
  * forged, or from before a `fork` (that thread does not exist in the
  * child). When several threads join one handle at once, exactly one gets
  * `CONC_OK` and the others `CONC_ERR_INVALID_STATE`.
- * `CONC_ERR_DEADLOCK` if `thread` is the calling thread itself: the
- * handle then stays joinable by another thread. `*result` is written only
- * on success.
+ * `CONC_ERR_DEADLOCK` if the join could never return: `thread` is the
+ * calling thread itself, or joining it would close a cycle of joins among
+ * conc threads (A joins B while B joins A, or A joins B, B joins C and C
+ * joins A); the handle then stays joinable. conc sees only joins made
+ * through conc: a cycle through `pthread_join` or another wait is not
+ * detected. `*result` is written only on success.
  *
  * # Safety
  * `result` must be NULL or point to writable memory for a `void *`.
  */
 enum conc_status conc_thread_join(struct conc_thread thread, void **result);
+
+/**
+ * Like `conc_thread_join`, but waits at most `timeout_ms` milliseconds,
+ * measured on the monotonic clock (changing the wall clock neither
+ * shortens nor stretches it): `CONC_ERR_TIMED_OUT` if the thread has not
+ * ended by then, and the handle stays joinable. A timeout of 0 polls once;
+ * `UINT64_MAX` waits for ever.
+ *
+ * While one thread is joining (even with a timeout), another thread's
+ * join or detach of the same handle gets `CONC_ERR_INVALID_STATE`.
+ * Otherwise the statuses are `conc_thread_join`'s, `CONC_ERR_DEADLOCK`
+ * included (joining oneself, or closing a cycle of joins). `*result` is
+ * written only on `CONC_OK`.
+ *
+ * # Safety
+ * `result` must be NULL or point to writable memory for a `void *`.
+ */
+enum conc_status conc_thread_join_timeout(struct conc_thread thread, uint64_t timeout_ms, void **result);
 
 /**
  * Lets `thread` run on without ever being joined: its resources are freed

@@ -18,8 +18,9 @@
  * - Handles (thread, process, mmap, shm, list) are move-only. A moved-from
  *   or default-constructed handle is inert: accessors return empty values,
  *   operations throw conc::error with CONC_ERR_INVALID_STATE.
- * - Destructors never throw: mmap, shm and list close; thread and process
- *   join if still joinable (like std::jthread), discarding the result.
+ * - Destructors never throw: mmap, shm and list close; a joinable thread
+ *   is joined (like std::jthread) and a joinable process is killed
+ *   (SIGKILL) and reaped, discarding the result.
  * - A shm or list made by create removes its name when destroyed unless
  *   keep() was called; one made by open never does.
  */
@@ -35,6 +36,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -1164,8 +1166,13 @@ private:
 /// by reference; it shares conc::shm, conc::list and anonymous maps.
 ///
 /// An exception escaping the callable in the child is printed to stderr
-/// and the child exits with 1, as a Python child process does. The
-/// destructor joins if still joinable; move-only.
+/// and the child exits with 1, as a Python child process does. Move-only.
+///
+/// A joinable process that is destroyed or move-assigned over kills its
+/// child (SIGKILL) and reaps it, as Boost.Process does, instead of waiting
+/// for ever: so an exception thrown between the spawn and the join never
+/// hangs the program on a child that does not end. Join (or join_for) the
+/// child to wait for it. (This changed in 0.2: 0.1 joined.)
 class process {
 public:
     /// Not a process: joinable() is false.
@@ -1190,17 +1197,18 @@ public:
     }
 
     process(process&& other) noexcept : handle_(std::exchange(other.handle_, conc_process{0})) {}
-    /// Joins this process first if it is joinable, then takes `other`'s.
+    /// Kills and reaps this process first if it is joinable, then takes
+    /// `other`'s.
     process& operator=(process&& other) noexcept {
         if (this != &other) {
-            join_quietly();
+            kill_quietly();
             handle_ = std::exchange(other.handle_, conc_process{0});
         }
         return *this;
     }
     process(const process&) = delete;
     process& operator=(const process&) = delete;
-    ~process() { join_quietly(); }
+    ~process() { kill_quietly(); }
 
     bool joinable() const noexcept { return handle_.pid != 0; }
     /// The child's process id (0 when not joinable).
@@ -1221,6 +1229,41 @@ public:
         handle_ = conc_process{0};
         return code;
     }
+
+    /// Waits at most `timeout` (rounded up to milliseconds, on the
+    /// monotonic clock) for the child: its exit status as join() gives it,
+    /// or std::nullopt if it is still running (it stays joinable). A zero
+    /// timeout polls: `!p.join_for(0s)` is Python's `p.is_alive()`.
+    /// CONC_ERR_INVALID_STATE when not joinable.
+    template <class Rep, class Period>
+    std::optional<int> join_for(const std::chrono::duration<Rep, Period>& timeout) {
+        require_joinable("conc::process::join_for");
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+        int code = 0;
+        const conc_status s = conc_process_join_timeout(
+            handle_, ms <= 0 ? 0 : static_cast<std::uint64_t>(ms), &code);
+        if (s == CONC_ERR_TIMED_OUT) {
+            return std::nullopt;
+        }
+        detail::check(s);
+        handle_ = conc_process{0};
+        return code;
+    }
+
+    /// Sends `signal` to the child (SIGTERM, SIGKILL: Python's terminate()
+    /// and kill()); 0 only checks that it has not been joined. A child that
+    /// has ended but is not joined yet is not an error. Never reaches a
+    /// process conc did not spawn. CONC_ERR_INVALID_STATE when not
+    /// joinable, CONC_ERR_INVALID_ARGUMENT for a bad signal number.
+    void kill(int signal) {
+        require_joinable("conc::process::kill");
+        detail::check(conc_process_kill(handle_, signal));
+    }
+
+    /// A descriptor that poll() sees readable when the child ends (Python's
+    /// sentinel): owned by conc, valid until the join, never to be closed.
+    /// -1 when not joinable, or on a kernel without pidfd (before 5.3).
+    int fd() const noexcept { return joinable() ? conc_process_fd(handle_) : -1; }
 
 private:
     // The conc_process_fn, run in the child: no exception may cross into C.
@@ -1250,8 +1293,18 @@ private:
         return code;
     }
 
-    void join_quietly() noexcept {
+    void require_joinable(const char* op) const {
+        if (!joinable()) {
+            throw error(CONC_ERR_INVALID_STATE,
+                        std::string(op) +
+                            ": the process is not joinable (default-constructed, moved from or joined)");
+        }
+    }
+
+    // SIGKILL cannot be caught or ignored, so the join returns.
+    void kill_quietly() noexcept {
         if (joinable()) {
+            (void)conc_process_kill(handle_, SIGKILL);
             (void)conc_process_join(handle_, nullptr);
         }
         handle_ = conc_process{0};

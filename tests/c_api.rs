@@ -33,9 +33,11 @@ macro_rules! c_tests {
 c_tests!(
     test_errors,
     test_thread,
+    test_thread2,
     test_mmap,
     test_shm,
     test_process,
+    test_process2,
     test_list,
     test_list2,
     test_stress,
