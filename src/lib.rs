@@ -5,6 +5,7 @@
 //! (see `build.rs`); the doc comments of the exported functions are the
 //! documentation C users read. One module per concept:
 //!
+//! - [`cpus`]: how many CPUs the process may use, found without allocating;
 //! - [`error`]: `conc_status`, the thread-local last error, the version;
 //! - [`ffi`]: the boundary helpers every exported function goes through;
 //! - [`handle`]: the generational handles behind every opaque pointer;
@@ -19,6 +20,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cpus;
 pub mod error;
 pub mod ffi;
 pub mod handle;

@@ -129,9 +129,9 @@ impl conc_list {
 
     /// Checks the index and type for the accessor `op`.
     fn check(&self, op: &str, index: usize, ty: conc_type) -> Result<&AtomicU64> {
-        let call = || format!("{op}({}, {index})", ShowName(Some(self.segment.name())));
+        let call = || crate::msg!("{op}({}, {index})", ShowName(Some(self.segment.name())));
         if self.ty != ty {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: the list holds {} values, not {}",
                 call(),
                 self.ty.name(),
@@ -141,7 +141,7 @@ impl conc_list {
         if index >= self.len {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!("{}: index past the end (length {})", call(), self.len),
+                format_args!("{}: index past the end (length {})", call(), self.len),
             ));
         }
         Ok(self.slot(index))
@@ -192,15 +192,15 @@ pub unsafe extern "C" fn conc_list_create(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             Some(unsafe { CStr::from_ptr(name) })
         };
-        let call = |ty: &dyn std::fmt::Display| format!("{OP}({}, {ty}, {len})", ShowName(name));
+        let call = |ty: &dyn std::fmt::Display| crate::msg!("{OP}({}, {ty}, {len})", ShowName(name));
         let Some(ty) = conc_type::from_raw(r#type.0) else {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: unknown conc_type value",
                 call(&r#type.0)
             )));
         };
         if len == 0 {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: the length is 0",
                 call(&ty.name())
             )));
@@ -208,7 +208,7 @@ pub unsafe extern "C" fn conc_list_create(
         let Some(size) = segment_size(len) else {
             return Err(Error::new(
                 CONC_ERR_RESOURCE_EXHAUSTED,
-                format!(
+                format_args!(
                     "{}: larger than the largest possible segment",
                     call(&ty.name())
                 ),
@@ -258,7 +258,7 @@ pub unsafe extern "C" fn conc_list_open(
         let name = unsafe { c_str(name, OP, "name") }?;
         let segment = Segment::open(OP, name)?;
         let not_a_list = |why: &str| {
-            Error::invalid(format!(
+            Error::invalid(format_args!(
                 "{OP}({}): not a conc list ({why})",
                 ShowName(Some(name))
             ))
@@ -272,7 +272,7 @@ pub unsafe extern "C" fn conc_list_open(
         }
         let version = header.version.load(Ordering::Relaxed);
         if version != VERSION {
-            return Err(not_a_list(&format!("unknown list version {version}")));
+            return Err(not_a_list(&crate::msg!("unknown list version {version}")));
         }
         let Some(ty) = conc_type::from_raw(header.ty.load(Ordering::Relaxed)) else {
             return Err(not_a_list("unknown element type"));
@@ -281,7 +281,7 @@ pub unsafe extern "C" fn conc_list_open(
         match segment_size(len) {
             Some(need) if len > 0 && need <= segment.size() => {}
             _ => {
-                return Err(not_a_list(&format!(
+                return Err(not_a_list(&crate::msg!(
                     "a length of {len} does not fit its {} bytes",
                     segment.size()
                 )))

@@ -79,7 +79,7 @@ impl RawAccess {
             0 => Ok(CONC_ACCESS_READ),
             1 => Ok(CONC_ACCESS_WRITE),
             2 => Ok(CONC_ACCESS_COPY),
-            v => Err(Error::invalid(format!(
+            v => Err(Error::invalid(format_args!(
                 "{op}: unknown conc_access value {} (expected CONC_ACCESS_READ, \
                  CONC_ACCESS_WRITE or CONC_ACCESS_COPY)",
                 v as i32
@@ -94,7 +94,7 @@ impl RawWhence {
             0 => Ok(CONC_SEEK_SET),
             1 => Ok(CONC_SEEK_CUR),
             2 => Ok(CONC_SEEK_END),
-            v => Err(Error::invalid(format!(
+            v => Err(Error::invalid(format_args!(
                 "{op}: unknown conc_whence value {} (expected CONC_SEEK_SET, \
                  CONC_SEEK_CUR or CONC_SEEK_END)",
                 v as i32
@@ -139,7 +139,7 @@ pub struct conc_mmap {
     cursor: AtomicUsize,
     access: conc_access,
     /// What error messages name: `"path"` or `anonymous, N bytes`.
-    label: String,
+    label: crate::error::Message,
     /// True for anonymous maps, which have no file to flush to.
     anonymous: bool,
 }
@@ -156,7 +156,7 @@ unsafe impl Send for conc_mmap {}
 unsafe impl Sync for conc_mmap {}
 
 impl conc_mmap {
-    fn empty(access: conc_access, label: String) -> conc_mmap {
+    fn empty(access: conc_access, label: crate::error::Message) -> conc_mmap {
         conc_mmap {
             base: ptr::null_mut(),
             map_len: 0,
@@ -179,8 +179,8 @@ impl conc_mmap {
     }
 
     /// `op("path")`, for error messages.
-    fn ctx(&self, op: &str) -> String {
-        format!("{op}({})", self.label)
+    fn ctx(&self, op: &str) -> crate::error::Message {
+        crate::msg!("{op}({})", self.label)
     }
 
     fn cursor(&self) -> usize {
@@ -246,7 +246,7 @@ fn open_file(
     offset: u64,
     length: usize,
 ) -> Result<conc_mmap> {
-    let label = format!("\"{}\"", path.to_string_lossy());
+    let label = crate::msg!("\"{}\"", path.to_string_lossy());
     // O_NONBLOCK: opening a FIFO must not wait for a writer before being
     // refused below; O_NOCTTY: opening a terminal must not make it the
     // process's controlling terminal. Neither changes regular files.
@@ -259,7 +259,7 @@ fn open_file(
             // A unix socket cannot be opened at all.
             libc::ENXIO => Error {
                 status: CONC_ERR_INVALID_ARGUMENT,
-                message: format!("{ctx}: not a regular file (only regular files can be mapped)"),
+                message: crate::msg!("{ctx}: not a regular file (only regular files can be mapped)"),
                 os_error: libc::ENXIO,
             },
             errno => Error::os(ctx, errno),
@@ -268,10 +268,10 @@ fn open_file(
         .metadata()
         .map_err(|e| Error::os(ctx, e.raw_os_error().unwrap_or(libc::EIO)))?;
     if meta.is_dir() {
-        return Err(Error::invalid(format!("{ctx}: is a directory")));
+        return Err(Error::invalid(format_args!("{ctx}: is a directory")));
     }
     if !meta.is_file() {
-        return Err(Error::invalid(format!(
+        return Err(Error::invalid(format_args!(
             "{ctx}: not a regular file (only regular files can be mapped)"
         )));
     }
@@ -279,7 +279,7 @@ fn open_file(
     if offset > size {
         return Err(Error::new(
             CONC_ERR_OUT_OF_RANGE,
-            format!("{ctx}: offset {offset} is past the end of the file ({size} bytes)"),
+            format_args!("{ctx}: offset {offset} is past the end of the file ({size} bytes)"),
         ));
     }
     let len64 = if length == 0 {
@@ -290,7 +290,7 @@ fn open_file(
             _ => {
                 return Err(Error::new(
                     CONC_ERR_OUT_OF_RANGE,
-                    format!(
+                    format_args!(
                         "{ctx}: offset {offset} + length {length} reaches past the end of the \
                          file ({size} bytes)"
                     ),
@@ -307,7 +307,7 @@ fn open_file(
     let too_large = || {
         Error::new(
             CONC_ERR_RESOURCE_EXHAUSTED,
-            format!("{ctx}: {len64} bytes do not fit in this address space"),
+            format_args!("{ctx}: {len64} bytes do not fit in this address space"),
         )
     };
     let len = usize::try_from(len64).map_err(|_| too_large())?;
@@ -365,8 +365,8 @@ unsafe fn open_common(
         // SAFETY: `path` is NULL or a C string, per the caller's contract.
         let path = unsafe { ffi::c_str(path, op, "path") }?;
         let ctx = match range {
-            None => format!("{op}(\"{}\")", path.to_string_lossy()),
-            Some((offset, length)) => format!(
+            None => crate::msg!("{op}(\"{}\")", path.to_string_lossy()),
+            Some((offset, length)) => crate::msg!(
                 "{op}(\"{}\", offset {offset}, length {length})",
                 path.to_string_lossy()
             ),
@@ -472,9 +472,9 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
         // SAFETY: `out` is NULL or writable, per the caller's contract.
         let out = unsafe { ffi::out_ref(out, OP, "out") }?;
         *out = ptr::null_mut();
-        let ctx = format!("{OP}({length})");
+        let ctx = crate::msg!("{OP}({length})");
         if length == 0 {
-            return Err(Error::invalid(format!("{ctx}: length is 0")));
+            return Err(Error::invalid(format_args!("{ctx}: length is 0")));
         }
         // SAFETY: a fresh anonymous mapping chosen by the kernel; length > 0.
         let base = unsafe {
@@ -497,7 +497,7 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
             len: length,
             cursor: AtomicUsize::new(0),
             access: CONC_ACCESS_WRITE,
-            label: format!("anonymous, {length} bytes"),
+            label: crate::msg!("anonymous, {length} bytes"),
             anonymous: true,
         };
         *out = crate::handle::publish(map)?;
@@ -573,7 +573,7 @@ pub unsafe extern "C" fn conc_mmap_read_byte(map: *mut conc_mmap, byte: *mut u8)
             }
             None => Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!("{}: the cursor is at the end ({pos} bytes)", m.ctx(OP)),
+                format_args!("{}: the cursor is at the end ({pos} bytes)", m.ctx(OP)),
             )),
         }
     })
@@ -645,7 +645,7 @@ pub unsafe extern "C" fn conc_mmap_seek(
         if target < 0 || target > m.len as i128 {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!(
+                format_args!(
                     "{ctx}: offset {offset} from {origin} gives {target}, outside 0..={}",
                     m.len
                 ),
@@ -853,7 +853,7 @@ static CORES: OnceLock<usize> = OnceLock::new();
 /// The number of cores `count_lines` may use.
 fn cores() -> usize {
     // Asking the OS reads the cgroup's CPU quota: a few microseconds, so once.
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    *CORES.get_or_init(|| crate::cpus::available())
 }
 
 /// Completes every lazy initialisation of this module now, for

@@ -136,7 +136,9 @@ pub unsafe extern "C" fn conc_process_spawn(
         let threads = crate::thread::lock_registry_for_fork();
         let objects = crate::handle::lock_table();
         let mut children = lock_children();
-        children.reserve(1);
+        children
+            .try_reserve(1)
+            .map_err(|_| Error::no_memory(format_args!("{OP}: the child registry")))?;
 
         // SAFETY: fork is safe to call; the child only runs run_child.
         let pid = unsafe { libc::fork() };
@@ -193,14 +195,14 @@ pub unsafe extern "C" fn conc_process_join(
     const OP: &str = "conc_process_join";
     guard(OP, || {
         let pid = process.pid;
-        let call = || format!("{OP}(pid {pid})");
+        let call = || crate::msg!("{OP}(pid {pid})");
         // Claim the child: whoever takes it out of the registry joins it.
         {
             let mut children = lock_children();
             let Some(i) = children.iter().position(|&p| p == pid && p != 0) else {
                 return Err(Error::new(
                     CONC_ERR_INVALID_STATE,
-                    format!(
+                    format_args!(
                         "{}: not a child of conc_process_spawn waiting to be joined \
                          (joined already, or never spawned)",
                         call()
