@@ -22,7 +22,8 @@ fn affinity() -> Option<usize> {
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: the set is writable for its whole size.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return None;
     }
@@ -63,7 +64,9 @@ fn read_file<'a>(path: &[u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
 fn quota() -> Option<usize> {
     let mut cg = [0u8; 4096];
     let text = read_file(b"/proc/self/cgroup\0", &mut cg)?;
-    let line = text.split(|&b| b == b'\n').find(|l| l.starts_with(b"0::"))?;
+    let line = text
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(b"0::"))?;
     let mut rel = &line[3..];
     const ROOT: &[u8] = b"/sys/fs/cgroup";
     const FILE: &[u8] = b"/cpu.max\0";

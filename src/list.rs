@@ -192,7 +192,8 @@ pub unsafe extern "C" fn conc_list_create(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             Some(unsafe { CStr::from_ptr(name) })
         };
-        let call = |ty: &dyn std::fmt::Display| crate::msg!("{OP}({}, {ty}, {len})", ShowName(name));
+        let call =
+            |ty: &dyn std::fmt::Display| crate::msg!("{OP}({}, {ty}, {len})", ShowName(name));
         let Some(ty) = conc_type::from_raw(r#type.0) else {
             return Err(Error::invalid(format_args!(
                 "{}: unknown conc_type value",

@@ -259,7 +259,9 @@ fn open_file(
             // A unix socket cannot be opened at all.
             libc::ENXIO => Error {
                 status: CONC_ERR_INVALID_ARGUMENT,
-                message: crate::msg!("{ctx}: not a regular file (only regular files can be mapped)"),
+                message: crate::msg!(
+                    "{ctx}: not a regular file (only regular files can be mapped)"
+                ),
                 os_error: libc::ENXIO,
             },
             errno => Error::os(ctx, errno),
@@ -853,7 +855,7 @@ static CORES: OnceLock<usize> = OnceLock::new();
 /// The number of cores `count_lines` may use.
 fn cores() -> usize {
     // Asking the OS reads the cgroup's CPU quota: a few microseconds, so once.
-    *CORES.get_or_init(|| crate::cpus::available())
+    *CORES.get_or_init(crate::cpus::available)
 }
 
 /// Completes every lazy initialisation of this module now, for
@@ -953,7 +955,7 @@ pub unsafe extern "C" fn conc_mmap_close(map: *mut conc_mmap) -> conc_status {
         let mut m = crate::handle::release(map, OP, "map")?;
         let ctx = m.ctx(OP);
         m.unmap()
-            .map_err(|errno| Error::os(&ctx, errno).with_status(CONC_ERR_IO))
+            .map_err(|errno| Error::os(ctx, errno).with_status(CONC_ERR_IO))
     })
 }
 

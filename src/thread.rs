@@ -669,9 +669,7 @@ pub extern "C" fn conc_thread_detach(thread: conc_thread) -> conc_status {
 /// mask, lowered to a cgroup CPU quota if one is set. At least 1.
 #[no_mangle]
 pub extern "C" fn conc_cpu_count() -> usize {
-    guard_value("conc_cpu_count", 1, || {
-        crate::cpus::available()
-    })
+    guard_value("conc_cpu_count", 1, || crate::cpus::available())
 }
 
 /// Offers the rest of the calling thread's time slice to other threads
@@ -735,6 +733,7 @@ mod tests {
         let mut reg = Registry {
             counter: 0,
             threads: None,
+            reserved: 0,
         };
         // The key that makes counter 1 map to id 0: that value is skipped.
         let key = 1;
@@ -754,6 +753,7 @@ mod tests {
         let mut reg = Registry {
             counter: 0,
             threads: None,
+            reserved: 0,
         };
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         let id = reg.insert(0, generation, 77);
@@ -782,6 +782,7 @@ mod tests {
         let mut reg = Registry {
             counter: 0,
             threads: None,
+            reserved: 0,
         };
         // SAFETY: no preconditions.
         let me = unsafe { libc::pthread_self() };
