@@ -220,12 +220,27 @@ $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
 
 # Benchmarks run from the top of the repository; some time the examples
-# in build/examples as whole processes.
-bench: $(BENCHES) $(EXAMPLES)
-	@for b in $(BENCHES); do \
+# in build/examples as whole processes. Each prints its own lines and one
+# REPORT row per comparison (benches/report.h); the run ends with one
+# table of them all, also written to target/bench/report.md and
+# target/bench/report.json (benches/report.sh). BENCH=name runs one.
+BENCH     ?=
+BENCH_RUN := $(if $(BENCH),$(filter %/$(BENCH) %/bench_$(BENCH),$(BENCHES)),$(BENCHES))
+BENCH_OUT := target/bench
+
+bench: $(BENCH_RUN) $(EXAMPLES)
+	@if [ -z "$(BENCH_RUN)" ]; then \
+	  echo "no benchmark named '$(BENCH)'; there are: $(notdir $(BENCHES))" >&2; exit 1; \
+	fi
+	@mkdir -p $(BENCH_OUT); : > $(BENCH_OUT)/rows.tsv; \
+	for b in $(BENCH_RUN); do \
 	  echo; echo "==== $$(basename $$b) ===="; \
-	  $$b || exit 1; \
-	done
+	  { $$b; echo $$? > $(BENCH_OUT)/rc; } | tee $(BENCH_OUT)/$$(basename $$b).log; \
+	  [ "$$(cat $(BENCH_OUT)/rc)" = 0 ] || { echo "$$(basename $$b) failed" >&2; exit 1; }; \
+	  grep -e '^REPORT	' -e '^skipped: ' $(BENCH_OUT)/$$(basename $$b).log >> $(BENCH_OUT)/rows.tsv || true; \
+	done; \
+	echo; echo "==== report ===="; \
+	sh benches/report.sh $(BENCH_OUT)/rows.tsv $(BENCH_OUT)
 
 # pkg-config and CMake files for the directories above, from packaging/*.in.
 # Values are escaped for sed; paths in the CMake files are relative to
