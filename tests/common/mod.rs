@@ -110,7 +110,11 @@ pub fn run_c(exe: &Path, name: &str) -> String {
     let _ = writeln!(
         std::io::stderr(),
         "C program {name}: {summary}{}",
-        if run.status.success() { "" } else { " (exit: failure)" }
+        if run.status.success() {
+            ""
+        } else {
+            " (exit: failure)"
+        }
     );
     assert!(
         run.status.success(),
