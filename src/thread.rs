@@ -669,7 +669,7 @@ pub extern "C" fn conc_thread_detach(thread: conc_thread) -> conc_status {
 /// mask, lowered to a cgroup CPU quota if one is set. At least 1.
 #[no_mangle]
 pub extern "C" fn conc_cpu_count() -> usize {
-    guard_value("conc_cpu_count", 1, || crate::cpus::available())
+    guard_value("conc_cpu_count", 1, crate::cpus::available)
 }
 
 /// Offers the rest of the calling thread's time slice to other threads
