@@ -815,10 +815,22 @@ fn split_point(len: usize, i: usize, n: usize) -> usize {
     (len as u128 * i as u128 / n.max(1) as u128) as usize
 }
 
+/// Whether the heap can still give what starting `threads` std threads
+/// allocates (names, handles, closures: well under 4 KiB each). std aborts
+/// when one of those allocations fails, so with memory that short the
+/// count runs on the calling thread alone.
+fn heap_allows_threads(threads: usize) -> bool {
+    let mut probe = Vec::<u8>::new();
+    let ok = probe.try_reserve_exact(threads.saturating_mul(4096)).is_ok();
+    // Keeps the allocation from being optimised away.
+    std::hint::black_box(&probe);
+    ok
+}
+
 /// What a readline loop over `data` returns: the newlines, plus one when
 /// `data` does not end with one. Split between `threads` threads.
 pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
-    let newlines = if threads <= 1 {
+    let newlines = if threads <= 1 || !heap_allows_threads(threads) {
         count_newlines(data)
     } else {
         let len = data.len();

@@ -219,6 +219,9 @@ TEST(other_calls_return_statuses) {
     CHECK_OK(conc_thread_spawn(&t, thread_fn, &t));
     conc_process p = {0};
     CHECK_OK(conc_process_spawn(&p, child_fn, &p));
+    /* Large enough for count_lines to split it between threads. */
+    conc_mmap *big = NULL;
+    CHECK_OK(conc_mmap_anonymous(&big, 4 * (size_t)CONC_MMAP_COUNT_CHUNK));
     exhaust_heap();
 
     /* errors and version */
@@ -261,6 +264,12 @@ TEST(other_calls_return_statuses) {
     CHECK_OK(conc_mmap_close(map));
     CHECK_STATUS(conc_mmap_close(map), CONC_ERR_INVALID_STATE);
     CHECK_STATUS(conc_mmap_readline(map, &line, &len), CONC_ERR_INVALID_STATE);
+    /* Counting on several threads needs memory for them: with none, it
+     * counts on the calling thread alone, and still gets it right. */
+    lines = 99;
+    CHECK_OK(conc_mmap_count_lines(big, &lines));
+    CHECK(lines == 1); /* all zero bytes: one unterminated line */
+    CHECK_OK(conc_mmap_close(big));
 
     /* shared memory */
     CHECK(conc_shm_buf(shm) != NULL);
