@@ -11,6 +11,7 @@
 #   make sanitize      C tests and examples under ASan+UBSan, thread ones under TSan
 #   make valgrind      C tests and examples under valgrind's memcheck
 #   make fuzz          each fuzz target for FUZZ_SECONDS (needs cargo-fuzz)
+#   make mpi-example   the MPI example on 2 ranks (needs mpicc and mpirun)
 #   make install       headers, libraries, pkg-config and CMake files under
 #                      PREFIX (default /usr/local), honouring DESTDIR
 #   make uninstall     removes what make install put there
@@ -76,7 +77,7 @@ STRIP        ?= strip
 
 .PHONY: all lib examples run-examples test check-header header-compile bench clean FORCE
 .PHONY: install uninstall packaging check-symbols compiler-matrix test-cpp test-install print-version
-.PHONY: sanitize sanitize-asan sanitize-tsan valgrind fuzz
+.PHONY: sanitize sanitize-asan sanitize-tsan valgrind fuzz mpi-example
 
 all: lib
 
@@ -241,6 +242,33 @@ bench: $(BENCH_RUN) $(EXAMPLES)
 	done; \
 	echo; echo "==== report ===="; \
 	sh benches/report.sh $(BENCH_OUT)/rows.tsv $(BENCH_OUT)
+
+# conc inside a node, MPI between nodes: c_examples/mpi/, built with mpicc
+# and run on 2 ranks (Open MPI: --oversubscribe on a small machine, and
+# --allow-run-as-root when root). Skipped, with a note, without mpicc,
+# unless CONC_REQUIRE_ALL is set (CI), where a missing mpicc fails.
+MPICC    ?= mpicc
+MPIRUN   ?= mpirun
+MPI_NP   ?= 2
+MPI_FLAGS = --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
+
+$(BUILD)/examples/mpi/%: c_examples/mpi/%.c $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(MPICC) -std=gnu11 $(WARN) $(CFLAGS) -pthread -Iinclude $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+MPI_EXAMPLES := $(patsubst c_examples/mpi/%.c,$(BUILD)/examples/mpi/%,$(wildcard c_examples/mpi/*.c))
+
+mpi-example:
+	@if ! command -v $(MPICC) >/dev/null 2>&1; then \
+	  if [ -n "$(CONC_REQUIRE_ALL)" ]; then echo "mpi-example: $(MPICC) not found (CONC_REQUIRE_ALL is set)"; exit 1; fi; \
+	  echo "skipped: mpi-example ($(MPICC) not found)"; exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(MPI_EXAMPLES) && \
+	for ex in $(MPI_EXAMPLES); do \
+	  echo "==== $$(basename $$ex) ($(MPI_NP) ranks) ===="; \
+	  OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 \
+	    $(MPIRUN) $(MPI_FLAGS) -np $(MPI_NP) $$ex || exit 1; \
+	done
 
 # pkg-config and CMake files for the directories above, from packaging/*.in.
 # Values are escaped for sed; paths in the CMake files are relative to
