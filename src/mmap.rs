@@ -821,7 +821,9 @@ fn split_point(len: usize, i: usize, n: usize) -> usize {
 /// count runs on the calling thread alone.
 fn heap_allows_threads(threads: usize) -> bool {
     let mut probe = Vec::<u8>::new();
-    let ok = probe.try_reserve_exact(threads.saturating_mul(4096)).is_ok();
+    let ok = probe
+        .try_reserve_exact(threads.saturating_mul(4096))
+        .is_ok();
     // Keeps the allocation from being optimised away.
     std::hint::black_box(&probe);
     ok
