@@ -82,7 +82,7 @@ const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 const ELEMENT_SIZE: usize = 8;
 
 // The elements must start 8-byte aligned (mappings are page-aligned).
-const _: () = assert!(HEADER_SIZE % ELEMENT_SIZE == 0 && HEADER_SIZE == 24);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(ELEMENT_SIZE) && HEADER_SIZE == 24);
 
 /// The segment size for `len` elements, if it fits in a `usize`.
 fn segment_size(len: usize) -> Option<usize> {
@@ -479,7 +479,7 @@ mod tests {
     use std::ffi::CString;
 
     fn create(name: Option<&CStr>, ty: u32, len: usize) -> (conc_status, *mut conc_list) {
-        let mut out = 1usize as *mut conc_list;
+        let mut out = std::ptr::dangling_mut::<conc_list>();
         let name = name.map_or(ptr::null(), CStr::as_ptr);
         // SAFETY: out is valid; name is NULL or a C string.
         let st = unsafe { conc_list_create(&mut out, name, RawType(ty), len) };
@@ -487,7 +487,7 @@ mod tests {
     }
 
     fn open(name: &CStr) -> (conc_status, *mut conc_list) {
-        let mut out = 1usize as *mut conc_list;
+        let mut out = std::ptr::dangling_mut::<conc_list>();
         // SAFETY: out is valid; name is a C string.
         let st = unsafe { conc_list_open(&mut out, name.as_ptr()) };
         (st, out)
@@ -607,7 +607,7 @@ mod tests {
                 conc_list_create(ptr::null_mut(), ptr::null(), RawType(0), 1),
                 CONC_ERR_INVALID_ARGUMENT
             );
-            let mut out = 1usize as *mut conc_list;
+            let mut out = std::ptr::dangling_mut::<conc_list>();
             assert_eq!(
                 conc_list_open(&mut out, ptr::null()),
                 CONC_ERR_INVALID_ARGUMENT

@@ -1105,7 +1105,7 @@ mod tests {
                             1 => true,
                             2 => i % 2 == 0,
                             3 => i + 1 == len,
-                            4 => seed % 5 == 0,
+                            4 => seed.is_multiple_of(5),
                             _ => (1..=9).any(|t| i == len * (i * t / len.max(1)) / t),
                         };
                         if newline {

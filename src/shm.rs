@@ -619,7 +619,7 @@ pub(crate) mod tests {
     }
 
     fn create(name: Option<&CStr>, size: usize) -> (conc_status, *mut conc_shm) {
-        let mut out = 1usize as *mut conc_shm;
+        let mut out = std::ptr::dangling_mut::<conc_shm>();
         let name = name.map_or(ptr::null(), CStr::as_ptr);
         // SAFETY: out is valid; name is NULL or a C string.
         let st = unsafe { conc_shm_create(&mut out, name, size) };
@@ -627,7 +627,7 @@ pub(crate) mod tests {
     }
 
     fn open(name: &CStr) -> (conc_status, *mut conc_shm) {
-        let mut out = 1usize as *mut conc_shm;
+        let mut out = std::ptr::dangling_mut::<conc_shm>();
         // SAFETY: out is valid; name is a C string.
         let st = unsafe { conc_shm_open(&mut out, name.as_ptr()) };
         (st, out)
@@ -764,7 +764,7 @@ pub(crate) mod tests {
                 conc_shm_open(ptr::null_mut(), c"x".as_ptr()),
                 CONC_ERR_INVALID_ARGUMENT
             );
-            let mut out = 1usize as *mut conc_shm;
+            let mut out = std::ptr::dangling_mut::<conc_shm>();
             assert_eq!(
                 conc_shm_open(&mut out, ptr::null()),
                 CONC_ERR_INVALID_ARGUMENT
