@@ -517,6 +517,28 @@ mod tests {
     }
 
     #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        // 255 ASCII bytes, then a 2-byte character that does not fit whole.
+        let text = format!("{}é and more", "x".repeat(MESSAGE_CAPACITY - 1));
+        let e = Error::new(CONC_ERR_IO, &text);
+        assert_eq!(e.message.len(), MESSAGE_CAPACITY - 1);
+        assert!(text.starts_with(e.message.as_str()));
+        let e = Error::new(CONC_ERR_IO, format_args!("{}", "é".repeat(200)));
+        assert_eq!(e.message.len(), MESSAGE_CAPACITY);
+        assert_eq!(e.message.chars().count(), MESSAGE_CAPACITY / 2);
+    }
+
+    #[test]
+    fn nul_bytes_in_messages_are_shown() {
+        std::thread::spawn(|| {
+            set_last_error(&Error::new(CONC_ERR_IO, "a\0b"));
+            assert_eq!(last_error_message(), "a\\0b");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn errno_mapping() {
         assert_eq!(status_from_errno(libc::EEXIST), CONC_ERR_ALREADY_EXISTS);
         assert_eq!(status_from_errno(libc::EAGAIN), CONC_ERR_RESOURCE_EXHAUSTED);
