@@ -26,15 +26,16 @@ const RANDOM_PREFIX: &str = "psm_";
 /// How many random names `create` tries before giving up.
 const RANDOM_ATTEMPTS: u32 = 100;
 
-/// Checks `name` against the naming rules and returns the path that
-/// `shm_open` takes: `/` followed by the name without its optional leading
-/// `/`. On a bad name, returns why it is refused.
-///
-/// The rules: an optional leading `/`, then 1 to 30 characters, each a
-/// letter, digit, `_`, `-` or `.`; not `.` or `..`.
 /// What [`segment_path`] returns when it cannot get memory for the path.
 pub(crate) const OUT_OF_MEMORY: &str = "out of memory";
 
+/// Checks `name` against the naming rules and returns the path that
+/// `shm_open` takes: `/` followed by the name without its optional leading
+/// `/`. On a bad name, returns why it is refused ([`OUT_OF_MEMORY`] when
+/// there is no memory for the path).
+///
+/// The rules: an optional leading `/`, then 1 to 30 characters, each a
+/// letter, digit, `_`, `-` or `.`; not `.` or `..`.
 pub(crate) fn segment_path(name: &CStr) -> std::result::Result<CString, &'static str> {
     let bytes = name.to_bytes();
     let bare = bytes.strip_prefix(b"/").unwrap_or(bytes);
