@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "conc.h"
+#include "report.h"
 
 #define LINES 10000000ULL
 #define ROUNDS 7
@@ -298,6 +299,7 @@ int main(int argc, char **argv) {
     check_count("conc_mmap_count_lines", got, want);
 
     double t_count[ROUNDS], t_wc[ROUNDS], t_readline[ROUNDS], t_getline[ROUNDS];
+    double r_count[ROUNDS], r_readline[ROUNDS]; /* per-round ratios, for the report */
     for (int r = 0; r < ROUNDS; r++) {
         t_count[r] = run_process(count_argv, &got, NULL);
         check_count("conc_mmap_count_lines", got, want);
@@ -311,6 +313,8 @@ int main(int argc, char **argv) {
         got = getline_loop(path);
         t_getline[r] = now() - t0;
         check_count("getline loop", got, want);
+        r_count[r] = t_count[r] / t_wc[r];
+        r_readline[r] = t_readline[r] / t_getline[r];
     }
     double count = median(t_count, ROUNDS), wc = median(t_wc, ROUNDS);
     double readline = median(t_readline, ROUNDS), getl = median(t_getline, ROUNDS);
@@ -322,6 +326,10 @@ int main(int argc, char **argv) {
     printf("  conc_mmap_readline loop (in process)                %8.4f s\n", readline);
     printf("  getline loop (in process)                           %8.4f s\n", getl);
     printf("  ratio readline / getline                            %8.3f\n", readline / getl);
+    report_row("count_lines vs wc -l (whole process)", count, wc, "s", 0.30, "lower", r_count,
+               ROUNDS);
+    report_row("readline loop vs getline loop", readline, getl, "s", 1.0, "lower", r_readline,
+               ROUNDS);
 
     if (python) {
         double t_py[PY_ROUNDS], t_py_inner[PY_ROUNDS];

@@ -247,7 +247,7 @@ pub fn publish<T: Object>(object: T) -> Result<*mut T> {
 fn refuse<T: Object>(op: &str, arg: &str) -> Error {
     Error::new(
         CONC_ERR_INVALID_STATE,
-        format!(
+        format_args!(
             "{op}: `{arg}` is not an open {} (closed already, or never made by conc)",
             T::KIND.name()
         ),

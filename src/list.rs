@@ -102,7 +102,7 @@ const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 const ELEMENT_SIZE: usize = 8;
 
 // The elements must start 8-byte aligned (mappings are page-aligned).
-const _: () = assert!(HEADER_SIZE % ELEMENT_SIZE == 0 && HEADER_SIZE == 24);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(ELEMENT_SIZE) && HEADER_SIZE == 24);
 
 /// The segment size for `len` elements, if it fits in a `usize`.
 fn segment_size(len: usize) -> Option<usize> {
@@ -158,9 +158,9 @@ impl conc_list {
     /// Checks that the list holds `ty` values and that `index` is in range,
     /// for the accessor `op`.
     fn check_element(&self, op: &str, index: usize, ty: conc_type) -> Result<()> {
-        let call = || format!("{op}({}, {index})", ShowName(Some(self.segment.name())));
+        let call = || crate::msg!("{op}({}, {index})", ShowName(Some(self.segment.name())));
         if self.ty != ty {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: the list holds {} values, not {}",
                 call(),
                 self.ty.name(),
@@ -170,7 +170,7 @@ impl conc_list {
         if index >= self.len {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!("{}: index past the end (length {})", call(), self.len),
+                format_args!("{}: index past the end (length {})", call(), self.len),
             ));
         }
         Ok(())
@@ -235,21 +235,22 @@ pub unsafe extern "C" fn conc_list_create(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             Some(unsafe { CStr::from_ptr(name) })
         };
-        let call = |ty: &dyn std::fmt::Display| format!("{OP}({}, {ty}, {len})", ShowName(name));
+        let call =
+            |ty: &dyn std::fmt::Display| crate::msg!("{OP}({}, {ty}, {len})", ShowName(name));
         let Some(ty) = conc_type::from_raw(r#type.0) else {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: unknown conc_type value",
                 call(&r#type.0)
             )));
         };
         if ty == CONC_TYPE_BYTES {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: byte-string lists are made by conc_list_create_bytes, which takes their item size",
                 call(&ty.name())
             )));
         }
         if len == 0 {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: the length is 0",
                 call(&ty.name())
             )));
@@ -285,7 +286,7 @@ pub(crate) fn create_list(
     let Some(size) = size else {
         return Err(Error::new(
             CONC_ERR_RESOURCE_EXHAUSTED,
-            format!(
+            format_args!(
                 "{op}({}{rest}): larger than the largest possible segment",
                 ShowName(name)
             ),
@@ -341,7 +342,7 @@ pub unsafe extern "C" fn conc_list_open(
         let name = unsafe { c_str(name, OP, "name") }?;
         let segment = Segment::open(OP, name)?;
         let not_a_list = |why: &str| {
-            Error::invalid(format!(
+            Error::invalid(format_args!(
                 "{OP}({}): not a conc list ({why})",
                 ShowName(Some(name))
             ))
@@ -355,7 +356,7 @@ pub unsafe extern "C" fn conc_list_open(
         }
         let version = header.version.load(Ordering::Relaxed);
         if version != VERSION {
-            return Err(not_a_list(&format!("unknown list version {version}")));
+            return Err(not_a_list(&crate::msg!("unknown list version {version}")));
         }
         let Some(ty) = conc_type::from_raw(header.ty.load(Ordering::Relaxed)) else {
             return Err(not_a_list("unknown element type"));
@@ -370,7 +371,7 @@ pub unsafe extern "C" fn conc_list_open(
         match need {
             Some(need) if len > 0 && need <= segment.size() => {}
             _ => {
-                return Err(not_a_list(&format!(
+                return Err(not_a_list(&crate::msg!(
                     "a length of {len} does not fit its {} bytes",
                     segment.size()
                 )))
@@ -621,7 +622,7 @@ unsafe fn compare_exchange_i64_checked(
             Ok(_) => Ok(()),
             Err(_) => Err(Error::new(
                 CONC_ERR_BUSY,
-                format!(
+                format_args!(
                     "{OP}({}, {index}): the element holds {found}, not the expected {expected}",
                     ShowName(Some(list.segment.name()))
                 ),
@@ -732,7 +733,7 @@ mod tests {
     use std::ffi::CString;
 
     fn create(name: Option<&CStr>, ty: u32, len: usize) -> (conc_status, *mut conc_list) {
-        let mut out = 1usize as *mut conc_list;
+        let mut out = std::ptr::dangling_mut::<conc_list>();
         let name = name.map_or(ptr::null(), CStr::as_ptr);
         // SAFETY: out is valid; name is NULL or a C string.
         let st = unsafe { conc_list_create(&mut out, name, RawType(ty), len) };
@@ -740,7 +741,7 @@ mod tests {
     }
 
     fn open(name: &CStr) -> (conc_status, *mut conc_list) {
-        let mut out = 1usize as *mut conc_list;
+        let mut out = std::ptr::dangling_mut::<conc_list>();
         // SAFETY: out is valid; name is a C string.
         let st = unsafe { conc_list_open(&mut out, name.as_ptr()) };
         (st, out)
@@ -860,7 +861,7 @@ mod tests {
                 conc_list_create(ptr::null_mut(), ptr::null(), RawType(0), 1),
                 CONC_ERR_INVALID_ARGUMENT
             );
-            let mut out = 1usize as *mut conc_list;
+            let mut out = std::ptr::dangling_mut::<conc_list>();
             assert_eq!(
                 conc_list_open(&mut out, ptr::null()),
                 CONC_ERR_INVALID_ARGUMENT

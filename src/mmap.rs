@@ -79,7 +79,7 @@ impl RawAccess {
             0 => Ok(CONC_ACCESS_READ),
             1 => Ok(CONC_ACCESS_WRITE),
             2 => Ok(CONC_ACCESS_COPY),
-            v => Err(Error::invalid(format!(
+            v => Err(Error::invalid(format_args!(
                 "{op}: unknown conc_access value {} (expected CONC_ACCESS_READ, \
                  CONC_ACCESS_WRITE or CONC_ACCESS_COPY)",
                 v as i32
@@ -94,7 +94,7 @@ impl RawWhence {
             0 => Ok(CONC_SEEK_SET),
             1 => Ok(CONC_SEEK_CUR),
             2 => Ok(CONC_SEEK_END),
-            v => Err(Error::invalid(format!(
+            v => Err(Error::invalid(format_args!(
                 "{op}: unknown conc_whence value {} (expected CONC_SEEK_SET, \
                  CONC_SEEK_CUR or CONC_SEEK_END)",
                 v as i32
@@ -139,7 +139,7 @@ pub struct conc_mmap {
     cursor: AtomicUsize,
     access: conc_access,
     /// What error messages name: `"path"` or `anonymous, N bytes`.
-    label: String,
+    label: crate::error::Message,
     /// True for anonymous maps, which have no file to flush to.
     anonymous: bool,
 }
@@ -156,7 +156,7 @@ unsafe impl Send for conc_mmap {}
 unsafe impl Sync for conc_mmap {}
 
 impl conc_mmap {
-    fn empty(access: conc_access, label: String) -> conc_mmap {
+    fn empty(access: conc_access, label: crate::error::Message) -> conc_mmap {
         conc_mmap {
             base: ptr::null_mut(),
             map_len: 0,
@@ -179,8 +179,8 @@ impl conc_mmap {
     }
 
     /// `op("path")`, for error messages.
-    fn ctx(&self, op: &str) -> String {
-        format!("{op}({})", self.label)
+    fn ctx(&self, op: &str) -> crate::error::Message {
+        crate::msg!("{op}({})", self.label)
     }
 
     fn cursor(&self) -> usize {
@@ -246,7 +246,7 @@ fn open_file(
     offset: u64,
     length: usize,
 ) -> Result<conc_mmap> {
-    let label = format!("\"{}\"", path.to_string_lossy());
+    let label = crate::msg!("\"{}\"", path.to_string_lossy());
     // O_NONBLOCK: opening a FIFO must not wait for a writer before being
     // refused below; O_NOCTTY: opening a terminal must not make it the
     // process's controlling terminal. Neither changes regular files.
@@ -259,7 +259,9 @@ fn open_file(
             // A unix socket cannot be opened at all.
             libc::ENXIO => Error {
                 status: CONC_ERR_INVALID_ARGUMENT,
-                message: format!("{ctx}: not a regular file (only regular files can be mapped)"),
+                message: crate::msg!(
+                    "{ctx}: not a regular file (only regular files can be mapped)"
+                ),
                 os_error: libc::ENXIO,
             },
             errno => Error::os(ctx, errno),
@@ -268,10 +270,10 @@ fn open_file(
         .metadata()
         .map_err(|e| Error::os(ctx, e.raw_os_error().unwrap_or(libc::EIO)))?;
     if meta.is_dir() {
-        return Err(Error::invalid(format!("{ctx}: is a directory")));
+        return Err(Error::invalid(format_args!("{ctx}: is a directory")));
     }
     if !meta.is_file() {
-        return Err(Error::invalid(format!(
+        return Err(Error::invalid(format_args!(
             "{ctx}: not a regular file (only regular files can be mapped)"
         )));
     }
@@ -279,7 +281,7 @@ fn open_file(
     if offset > size {
         return Err(Error::new(
             CONC_ERR_OUT_OF_RANGE,
-            format!("{ctx}: offset {offset} is past the end of the file ({size} bytes)"),
+            format_args!("{ctx}: offset {offset} is past the end of the file ({size} bytes)"),
         ));
     }
     let len64 = if length == 0 {
@@ -290,7 +292,7 @@ fn open_file(
             _ => {
                 return Err(Error::new(
                     CONC_ERR_OUT_OF_RANGE,
-                    format!(
+                    format_args!(
                         "{ctx}: offset {offset} + length {length} reaches past the end of the \
                          file ({size} bytes)"
                     ),
@@ -307,7 +309,7 @@ fn open_file(
     let too_large = || {
         Error::new(
             CONC_ERR_RESOURCE_EXHAUSTED,
-            format!("{ctx}: {len64} bytes do not fit in this address space"),
+            format_args!("{ctx}: {len64} bytes do not fit in this address space"),
         )
     };
     let len = usize::try_from(len64).map_err(|_| too_large())?;
@@ -365,8 +367,8 @@ unsafe fn open_common(
         // SAFETY: `path` is NULL or a C string, per the caller's contract.
         let path = unsafe { ffi::c_str(path, op, "path") }?;
         let ctx = match range {
-            None => format!("{op}(\"{}\")", path.to_string_lossy()),
-            Some((offset, length)) => format!(
+            None => crate::msg!("{op}(\"{}\")", path.to_string_lossy()),
+            Some((offset, length)) => crate::msg!(
                 "{op}(\"{}\", offset {offset}, length {length})",
                 path.to_string_lossy()
             ),
@@ -481,9 +483,9 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
         // SAFETY: `out` is NULL or writable, per the caller's contract.
         let out = unsafe { ffi::out_ref(out, OP, "out") }?;
         *out = ptr::null_mut();
-        let ctx = format!("{OP}({length})");
+        let ctx = crate::msg!("{OP}({length})");
         if length == 0 {
-            return Err(Error::invalid(format!("{ctx}: length is 0")));
+            return Err(Error::invalid(format_args!("{ctx}: length is 0")));
         }
         // SAFETY: a fresh anonymous mapping chosen by the kernel; length > 0.
         let base = unsafe {
@@ -506,7 +508,7 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
             len: length,
             cursor: AtomicUsize::new(0),
             access: CONC_ACCESS_WRITE,
-            label: format!("anonymous, {length} bytes"),
+            label: crate::msg!("anonymous, {length} bytes"),
             anonymous: true,
         };
         *out = crate::handle::publish(map)?;
@@ -582,7 +584,7 @@ pub unsafe extern "C" fn conc_mmap_read_byte(map: *mut conc_mmap, byte: *mut u8)
             }
             None => Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!("{}: the cursor is at the end ({pos} bytes)", m.ctx(OP)),
+                format_args!("{}: the cursor is at the end ({pos} bytes)", m.ctx(OP)),
             )),
         }
     })
@@ -654,7 +656,7 @@ pub unsafe extern "C" fn conc_mmap_seek(
         if target < 0 || target > m.len as i128 {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!(
+                format_args!(
                     "{ctx}: offset {offset} from {origin} gives {target}, outside 0..={}",
                     m.len
                 ),
@@ -822,10 +824,24 @@ fn split_point(len: usize, i: usize, n: usize) -> usize {
     (len as u128 * i as u128 / n.max(1) as u128) as usize
 }
 
+/// Whether the heap can still give what starting `threads` std threads
+/// allocates (names, handles, closures: well under 4 KiB each). std aborts
+/// when one of those allocations fails, so with memory that short the
+/// count runs on the calling thread alone.
+fn heap_allows_threads(threads: usize) -> bool {
+    let mut probe = Vec::<u8>::new();
+    let ok = probe
+        .try_reserve_exact(threads.saturating_mul(4096))
+        .is_ok();
+    // Keeps the allocation from being optimised away.
+    std::hint::black_box(&probe);
+    ok
+}
+
 /// What a readline loop over `data` returns: the newlines, plus one when
 /// `data` does not end with one. Split between `threads` threads.
 pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
-    let newlines = if threads <= 1 {
+    let newlines = if threads <= 1 || !heap_allows_threads(threads) {
         count_newlines(data)
     } else {
         let len = data.len();
@@ -862,7 +878,7 @@ static CORES: OnceLock<usize> = OnceLock::new();
 /// The number of cores `count_lines` may use.
 fn cores() -> usize {
     // Asking the OS reads the cgroup's CPU quota: a few microseconds, so once.
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    *CORES.get_or_init(crate::cpus::available)
 }
 
 /// Completes every lazy initialisation of this module now, for
@@ -962,7 +978,7 @@ pub unsafe extern "C" fn conc_mmap_close(map: *mut conc_mmap) -> conc_status {
         let mut m = crate::handle::release(map, OP, "map")?;
         let ctx = m.ctx(OP);
         m.unmap()
-            .map_err(|errno| Error::os(&ctx, errno).with_status(CONC_ERR_IO))
+            .map_err(|errno| Error::os(ctx, errno).with_status(CONC_ERR_IO))
     })
 }
 
@@ -1098,7 +1114,7 @@ mod tests {
                             1 => true,
                             2 => i % 2 == 0,
                             3 => i + 1 == len,
-                            4 => seed % 5 == 0,
+                            4 => seed.is_multiple_of(5),
                             _ => (1..=9).any(|t| i == len * (i * t / len.max(1)) / t),
                         };
                         if newline {

@@ -361,16 +361,16 @@ impl conc_queue {
             Err(e) if e.status == CONC_ERR_TIMED_OUT => Err(match wait {
                 Wait::Try => Error::new(
                     CONC_ERR_BUSY,
-                    format!("{op}: the queue's lock is held (its holder may be stopped)"),
+                    format_args!("{op}: the queue's lock is held (its holder may be stopped)"),
                 ),
                 _ => Error::new(
                     CONC_ERR_TIMED_OUT,
-                    format!("{op}: timed out waiting for the queue's lock"),
+                    format_args!("{op}: timed out waiting for the queue's lock"),
                 ),
             }),
             Err(e) => Err(Error::new(
                 e.status,
-                format!("{op}: the queue's lock: {}", e.message),
+                format_args!("{op}: the queue's lock: {}", e.message),
             )),
         }
     }
@@ -398,7 +398,7 @@ impl conc_queue {
         if len > self.message_size {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!(
+                format_args!(
                     "{op}: a message of {len} bytes is longer than the queue's message size, {}",
                     self.message_size
                 ),
@@ -430,7 +430,7 @@ impl conc_queue {
             if c.shutdown.load(Ordering::Relaxed) != 0 {
                 return Err(Error::new(
                     CONC_ERR_SHUTDOWN,
-                    format!("{op}: the queue {} is shut down", self.shown()),
+                    format_args!("{op}: the queue {} is shut down", self.shown()),
                 ));
             }
             let head = r.head.load(Ordering::Relaxed);
@@ -457,13 +457,13 @@ impl conc_queue {
                 Wait::Try => {
                     return Err(Error::new(
                         CONC_ERR_BUSY,
-                        format!("{op}: the queue {} is full", self.shown()),
+                        format_args!("{op}: the queue {} is full", self.shown()),
                     ))
                 }
                 Wait::Until(d) if d.expired() => {
                     return Err(Error::new(
                         CONC_ERR_TIMED_OUT,
-                        format!("{op}: the queue {} stayed full", self.shown()),
+                        format_args!("{op}: the queue {} stayed full", self.shown()),
                     ))
                 }
                 _ => {}
@@ -519,7 +519,7 @@ impl conc_queue {
                     *need = n;
                     return Err(Error::new(
                         CONC_ERR_OUT_OF_RANGE,
-                        format!(
+                        format_args!(
                             "{op}: the next message has {n} bytes, the buffer {buf_size}; it stays first in the queue"
                         ),
                     ));
@@ -543,20 +543,20 @@ impl conc_queue {
             if c.shutdown.load(Ordering::Relaxed) != 0 {
                 return Err(Error::new(
                     CONC_ERR_SHUTDOWN,
-                    format!("{op}: the queue {} is shut down and empty", self.shown()),
+                    format_args!("{op}: the queue {} is shut down and empty", self.shown()),
                 ));
             }
             match wait {
                 Wait::Try => {
                     return Err(Error::new(
                         CONC_ERR_BUSY,
-                        format!("{op}: the queue {} is empty", self.shown()),
+                        format_args!("{op}: the queue {} is empty", self.shown()),
                     ))
                 }
                 Wait::Until(d) if d.expired() => {
                     return Err(Error::new(
                         CONC_ERR_TIMED_OUT,
-                        format!("{op}: the queue {} stayed empty", self.shown()),
+                        format_args!("{op}: the queue {} stayed empty", self.shown()),
                     ))
                 }
                 _ => {}
@@ -612,7 +612,7 @@ unsafe fn message_bytes<'a>(message: *const c_void, len: usize, op: &str) -> Res
 /// Checks a pop's buffer: `buf` may be NULL only when `buf_size` is 0.
 fn check_buf(buf: *mut c_void, buf_size: usize, op: &str) -> Result<()> {
     if buf.is_null() && buf_size != 0 {
-        return Err(Error::invalid(format!(
+        return Err(Error::invalid(format_args!(
             "{op}: argument `buf` is NULL with buf_size {buf_size}"
         )));
     }
@@ -662,9 +662,9 @@ pub unsafe extern "C" fn conc_queue_create(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             Some(unsafe { CStr::from_ptr(name) })
         };
-        let call = || format!("{OP}({}, {capacity}, {message_size})", ShowName(name));
+        let call = || crate::msg!("{OP}({}, {capacity}, {message_size})", ShowName(name));
         if capacity == 0 || message_size == 0 {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{}: the {} is 0",
                 call(),
                 if capacity == 0 {
@@ -680,7 +680,7 @@ pub unsafe extern "C" fn conc_queue_create(
         ) else {
             return Err(Error::new(
                 CONC_ERR_RESOURCE_EXHAUSTED,
-                format!("{}: larger than the largest possible segment", call()),
+                format_args!("{}: larger than the largest possible segment", call()),
             ));
         };
         let segment =
@@ -753,7 +753,7 @@ pub unsafe extern "C" fn conc_queue_open(
         let name = unsafe { c_str(name, OP, "name") }?;
         let segment = Segment::open(OP, name)?;
         let not_a_queue = |why: &str| {
-            Error::invalid(format!(
+            Error::invalid(format_args!(
                 "{OP}({}): not a conc queue ({why})",
                 ShowName(Some(name))
             ))
@@ -767,7 +767,7 @@ pub unsafe extern "C" fn conc_queue_open(
         }
         let version = header.version.load(Ordering::Relaxed);
         if version != VERSION {
-            return Err(not_a_queue(&format!("unknown queue version {version}")));
+            return Err(not_a_queue(&crate::msg!("unknown queue version {version}")));
         }
         let capacity = usize::try_from(header.capacity.load(Ordering::Relaxed)).unwrap_or(0);
         let message_size =
@@ -779,7 +779,7 @@ pub unsafe extern "C" fn conc_queue_open(
             && stride_for(message_size).is_some_and(|s| s as u64 == stride)
             && segment_size(capacity, message_size).is_some_and(|n| n <= segment.size());
         if !geometry_ok {
-            return Err(not_a_queue(&format!(
+            return Err(not_a_queue(&crate::msg!(
                 "a capacity of {capacity} messages of {message_size} bytes does not fit its {} bytes",
                 segment.size()
             )));
@@ -1315,7 +1315,7 @@ mod tests {
                 CONC_ERR_INVALID_ARGUMENT
             );
             assert_eq!(conc_queue_close(ptr::null_mut()), CONC_OK);
-            let mut out = 1usize as *mut conc_queue;
+            let mut out = std::ptr::dangling_mut::<conc_queue>();
             let bad = CString::new("no/slash").unwrap();
             assert_eq!(
                 conc_queue_create(&mut out, bad.as_ptr(), 1, 1),

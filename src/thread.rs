@@ -132,12 +132,15 @@ struct Registry {
     threads: Option<Threads>,
     /// The joins in progress. Few: a Vec that keeps its capacity.
     waits: Vec<Wait>,
+    /// Room reserved in `threads` for spawns under way (see [`Reservation`]).
+    reserved: usize,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     counter: 0,
     threads: None,
     waits: Vec::new(),
+    reserved: 0,
 });
 
 /// Bumped in the child after every `fork`.
@@ -247,9 +250,22 @@ impl Registry {
                         joining: false,
                     },
                 );
+                self.reserved = self.reserved.saturating_sub(1);
                 return id;
             }
         }
+    }
+
+    /// Makes room for one more entry, so that registering a thread after
+    /// it has started cannot fail: with memory short, the spawn fails
+    /// before anything runs.
+    fn reserve(&mut self, op: &str) -> Result<()> {
+        let threads = self.threads.get_or_insert_with(Threads::default);
+        threads
+            .try_reserve(self.reserved + 1)
+            .map_err(|_| Error::no_memory(format_args!("{op}: the thread registry")))?;
+        self.reserved += 1;
+        Ok(())
     }
 
     /// Takes `id` out of the registry for a detach: its `pthread_t`, which
@@ -269,7 +285,7 @@ impl Registry {
         let Some(entry) = threads.get(&id) else {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!(
+                format_args!(
                     "{op}(thread {id:#x}): not a joinable thread (already joined or detached, \
                      a copy of such a handle, or never made by conc_thread_spawn)"
                 ),
@@ -279,7 +295,7 @@ impl Registry {
             threads.remove(&id);
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!(
+                format_args!(
                     "{op}(thread {id:#x}): the thread was started before a fork and does not \
                      exist in this process"
                 ),
@@ -288,7 +304,7 @@ impl Registry {
         if entry.joining {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!("{op}(thread {id:#x}): another thread is joining it"),
+                format_args!("{op}(thread {id:#x}): another thread is joining it"),
             ));
         }
         Ok(threads.get_mut(&id).expect("the entry was just found"))
@@ -463,7 +479,7 @@ unsafe fn create(
     attr: *const libc::pthread_attr_t,
     start: extern "C" fn(*mut c_void) -> *mut c_void,
     arg: *mut c_void,
-    context: &dyn Fn() -> String,
+    context: &dyn Fn() -> crate::error::Message,
 ) -> Result<libc::pthread_t> {
     let mut thread = MaybeUninit::<libc::pthread_t>::uninit();
     // SAFETY: per the caller's contract; `thread` is writable.
@@ -489,7 +505,7 @@ unsafe fn create_with(
     stack_size: usize,
     f: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     arg: *mut c_void,
-    context: &dyn Fn() -> String,
+    context: &dyn Fn() -> crate::error::Message,
 ) -> Result<libc::pthread_t> {
     let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
     // SAFETY: attr is writable storage for an attribute object.
@@ -547,7 +563,7 @@ unsafe fn create_with(
         for (dst, &src) in start.name.iter_mut().zip(truncate_name(name)) {
             *dst = src as c_char;
         }
-        let start = Box::into_raw(Box::new(start));
+        let start = Box::into_raw(crate::handle::try_box(start)?);
         // SAFETY: start_named unwinds only by pthread_exit's forced unwind,
         // which pthreads handle; the ABIs are otherwise the same.
         let routine = unsafe {
@@ -569,6 +585,30 @@ unsafe fn create_with(
     result
 }
 
+/// Room for one thread in the registry, taken before `pthread_create` and
+/// given back on drop unless the thread was registered ([`Registry::insert`]
+/// consumes it).
+struct Reservation;
+
+impl Reservation {
+    fn take(op: &str) -> Result<Reservation> {
+        registry().reserve(op)?;
+        Ok(Reservation)
+    }
+
+    /// The thread was registered, which used the room up.
+    fn used(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut r = registry();
+        r.reserved = r.reserved.saturating_sub(1);
+    }
+}
+
 /// The body of both spawn functions.
 ///
 /// # Safety
@@ -587,6 +627,7 @@ unsafe fn spawn(
         return Err(Error::null(op, "fn"));
     };
     crate::fork::ensure_registered();
+    let reservation = Reservation::take(op)?;
     // SAFETY: options is NULL or valid, per the caller's contract.
     let options = unsafe { options.as_ref() };
     let name = match options {
@@ -607,18 +648,18 @@ unsafe fn spawn(
             >(f)
         };
         // SAFETY: NULL attributes are the defaults.
-        unsafe { create(std::ptr::null(), start, arg, &|| op.to_string()) }?
+        unsafe { create(std::ptr::null(), start, arg, &|| crate::msg!("{op}")) }?
     } else {
         let context = || {
-            let mut c = format!("{op}(");
+            let mut c = crate::msg!("{op}(");
             if let Some(name) = name {
-                c += &format!("name \"{}\"", String::from_utf8_lossy(name).escape_debug());
+                c += &crate::msg!("name \"{}\"", String::from_utf8_lossy(name).escape_debug());
                 if stack_size != 0 {
                     c += ", ";
                 }
             }
             if stack_size != 0 {
-                c += &format!("stack_size {stack_size}");
+                c += &crate::msg!("stack_size {stack_size}");
             }
             c + ")"
         };
@@ -628,6 +669,7 @@ unsafe fn spawn(
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
     let key = id_key();
     out.id = registry().insert(thread, generation, key);
+    reservation.used();
     Ok(())
 }
 
@@ -889,9 +931,7 @@ pub extern "C" fn conc_thread_detach(thread: conc_thread) -> conc_status {
 /// mask, lowered to a cgroup CPU quota if one is set. At least 1.
 #[no_mangle]
 pub extern "C" fn conc_cpu_count() -> usize {
-    guard_value("conc_cpu_count", 1, || {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    })
+    guard_value("conc_cpu_count", 1, crate::cpus::available)
 }
 
 /// Offers the rest of the calling thread's time slice to other threads
@@ -956,6 +996,7 @@ mod tests {
             counter: 0,
             threads: None,
             waits: Vec::new(),
+            reserved: 0,
         };
         // The key that makes counter 1 map to id 0: that value is skipped.
         let key = 1;
@@ -976,6 +1017,7 @@ mod tests {
             counter: 0,
             threads: None,
             waits: Vec::new(),
+            reserved: 0,
         };
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         let id = reg.insert(0, generation, 77);
@@ -1005,6 +1047,7 @@ mod tests {
             counter: 0,
             threads: None,
             waits: Vec::new(),
+            reserved: 0,
         };
         // SAFETY: no preconditions.
         let me = unsafe { libc::pthread_self() };
@@ -1024,6 +1067,7 @@ mod tests {
             counter: 0,
             threads: None,
             waits: Vec::new(),
+            reserved: 0,
         };
         let g = FORK_GENERATION.load(Ordering::Relaxed);
         // Pretend pthread_t values 1, 2, 3 (compared only).

@@ -20,6 +20,19 @@
 //! - the documented exceptions in [`OPTIONAL`] succeed with NULL (and what
 //!   they create is released);
 //! - an accessor given NULL returns NULL, 0 or `""`, as its doc comment says.
+//!
+//! Every parameter that takes an opaque object (`conc_mmap *`, `conc_shm *`,
+//! `conc_list *`, and `conc_pool *`, `conc_queue *` when the header has
+//! them: see [`OPAQUES`]) also gets three stale-object cases:
+//! - `CLOSED`: an object that was closed, after a new object of the same
+//!   type was made (so it may reuse the freed memory or handle slot); the
+//!   new object must be left untouched (its own close still succeeds);
+//! - `FORGED`: a non-NULL pointer conc never made;
+//! - `OTHER_KIND`: a live object of another type, cast.
+//!
+//! A status function gives `CONC_ERR_INVALID_STATE` naming itself and the
+//! argument, with its outputs unwritten; an accessor gives NULL, 0 or `""`
+//! (an enum accessor, the value its doc comment names for NULL).
 
 mod common;
 
@@ -95,6 +108,9 @@ struct Opaque {
     ty: &'static str,
     make: &'static str,
     release: &'static str,
+    /// The function the fixture makes one with: the type is used only when
+    /// the header has it.
+    maker: &'static str,
 }
 
 const OPAQUES: &[Opaque] = &[
@@ -102,16 +118,31 @@ const OPAQUES: &[Opaque] = &[
         ty: "conc_mmap",
         make: "conc_mmap *% = fx_map();",
         release: "fx_map_done(%);",
+        maker: "conc_mmap_open",
     },
     Opaque {
         ty: "conc_shm",
         make: "conc_shm *% = fx_shm();",
         release: "fx_shm_done(%);",
+        maker: "conc_shm_create",
     },
     Opaque {
         ty: "conc_list",
         make: "conc_list *% = fx_list();",
         release: "fx_list_done(%);",
+        maker: "conc_list_create",
+    },
+    Opaque {
+        ty: "conc_pool",
+        make: "conc_pool *% = fx_pool();",
+        release: "fx_pool_done(%);",
+        maker: "conc_pool_create",
+    },
+    Opaque {
+        ty: "conc_queue",
+        make: "conc_queue *% = fx_queue();",
+        release: "fx_queue_done(%);",
+        maker: "conc_queue_create",
     },
 ];
 
@@ -122,11 +153,13 @@ const HANDLES: &[Opaque] = &[
         ty: "conc_thread",
         make: "conc_thread %; CHECK_OK(conc_thread_spawn(&%, fx_thread_fn, NULL));",
         release: "(void)conc_thread_join(%, NULL);",
+        maker: "conc_thread_spawn",
     },
     Opaque {
         ty: "conc_process",
         make: "conc_process %; CHECK_OK(conc_process_spawn(&%, fx_process_fn, NULL));",
         release: "(void)conc_process_join(%, NULL);",
+        maker: "conc_process_spawn",
     },
 ];
 
@@ -422,8 +455,11 @@ struct Case {
     function: usize,
     /// The parameter made bad.
     param: usize,
-    /// `NULL` or the enum value.
+    /// `NULL`, the enum value, or the stale object's variable.
     bad: String,
+    /// C code that makes the bad argument, and releases what it made.
+    bad_setup: String,
+    bad_cleanup: String,
     /// Scalar values overridden for this case (parameter name -> value).
     overrides: BTreeMap<String, String>,
     expect: Expect,
@@ -668,6 +704,8 @@ impl Gen<'_> {
                     overrides: BTreeMap::new(),
                     expect,
                     after_ok: String::new(),
+                    bad_setup: String::new(),
+                    bad_cleanup: String::new(),
                 });
                 if let Some((_, _, len)) = NULL_WITH_ZERO_LEN
                     .iter()
@@ -686,8 +724,11 @@ impl Gen<'_> {
                             Some(i) => format!("CHECK(a{i} == 0);"),
                             None => String::new(),
                         },
+                        bad_setup: String::new(),
+                        bad_cleanup: String::new(),
                     });
                 }
+                cases.extend(self.stale_cases(fi, pi));
             } else if self.is_enum(p) {
                 let values = &self.h.enums[&p.base];
                 let max = values.iter().copied().max().unwrap_or(0);
@@ -723,11 +764,105 @@ impl Gen<'_> {
                         overrides: BTreeMap::new(),
                         expect,
                         after_ok: String::new(),
+                        bad_setup: String::new(),
+                        bad_cleanup: String::new(),
                     });
                 }
             }
         }
         cases
+    }
+
+    /// The opaque types whose fixture the header supports.
+    fn opaques(&self) -> impl Iterator<Item = &'static Opaque> + '_ {
+        OPAQUES
+            .iter()
+            .filter(|o| self.h.functions.iter().any(|f| f.name == o.maker))
+    }
+
+    /// The CLOSED, FORGED and OTHER_KIND cases of parameter `pi` of
+    /// function `fi`, when it takes an opaque object.
+    fn stale_cases(&mut self, fi: usize, pi: usize) -> Vec<Case> {
+        let f = &self.h.functions[fi];
+        let p = &f.params[pi];
+        if p.stars != 1 || (pi == 0 && p.name == "out") {
+            return Vec::new();
+        }
+        let Some(o) = self.opaques().find(|o| o.ty == p.base) else {
+            return Vec::new();
+        };
+        let status_fn = f.ret.base == "conc_status" && f.ret.stars == 0;
+        let expect = if status_fn {
+            Expect::Status("CONC_ERR_INVALID_STATE")
+        } else {
+            match self.stale_accessor_result(f) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.errors.push(e);
+                    return Vec::new();
+                }
+            }
+        };
+        let cast = |expr: &str| format!("({})(void *){expr}", p.raw);
+        let case = |tag: &str, what: &str, bad: String, setup: String, cleanup: String| Case {
+            id: format!("{}__{}__{tag}", f.name, p.name),
+            title: format!("{}({} = {what})", f.name, p.name),
+            function: fi,
+            param: pi,
+            bad,
+            overrides: BTreeMap::new(),
+            expect: expect.clone(),
+            after_ok: String::new(),
+            bad_setup: setup,
+            bad_cleanup: cleanup,
+        };
+        let mut cases = vec![
+            case(
+                "CLOSED",
+                "a closed object, its memory possibly reused by a new one",
+                "stale".into(),
+                format!(
+                    "{} {} {}",
+                    subst(o.make, "stale"),
+                    subst(o.release, "stale"),
+                    subst(o.make, "fresh")
+                ),
+                // The new object is untouched: its close still succeeds.
+                subst(o.release, "fresh"),
+            ),
+            case(
+                "FORGED",
+                "a pointer conc never made",
+                cast("&fx_sentinel"),
+                String::new(),
+                String::new(),
+            ),
+        ];
+        if let Some(other) = self.opaques().find(|x| x.ty != o.ty) {
+            cases.push(case(
+                "OTHER_KIND",
+                &format!("a live {}", other.ty),
+                cast("other"),
+                subst(other.make, "other"),
+                subst(other.release, "other"),
+            ));
+        }
+        cases
+    }
+
+    /// What an accessor returns for a closed or forged object: NULL, 0 or
+    /// `""` by its return type; for an enum, the value it gives for NULL.
+    fn stale_accessor_result(&self, f: &Function) -> Result<Expect, String> {
+        let r = &f.ret;
+        if r.stars == 1 && r.base == "char" {
+            Ok(Expect::Value("r != NULL && r[0] == '\\0'".into()))
+        } else if r.stars >= 1 {
+            Ok(Expect::Value("r == NULL".into()))
+        } else if SCALAR_TYPES.contains(&r.base.as_str()) {
+            Ok(Expect::Value("r == 0".into()))
+        } else {
+            self.null_accessor_result(f)
+        }
     }
 
     /// What an accessor returns for NULL, from its return type, checked
@@ -796,6 +931,9 @@ impl Gen<'_> {
         }
         let mut s = String::new();
         let _ = writeln!(s, "/* {} */\nTEST({}) {{", case.title, case.id);
+        if !case.bad_setup.is_empty() {
+            let _ = writeln!(s, "    {}", case.bad_setup);
+        }
         for a in &args {
             if !a.setup.is_empty() {
                 let _ = writeln!(s, "    {}", a.setup);
@@ -855,6 +993,9 @@ impl Gen<'_> {
             if !a.cleanup.is_empty() {
                 let _ = writeln!(s, "    {}", a.cleanup);
             }
+        }
+        if !case.bad_cleanup.is_empty() {
+            let _ = writeln!(s, "    {}", case.bad_cleanup);
         }
         let _ = writeln!(s, "}}\n");
         Some(s)
@@ -931,6 +1072,36 @@ static void fx_shm_done(conc_shm *m) {
     if (!m) return;
     (void)conc_shm_unlink(m);
     CHECK_OK(conc_shm_close(m));
+}
+"#,
+        );
+    }
+    if has("conc_pool_create") {
+        s.push_str(
+            r#"
+static conc_pool *fx_pool(void) {
+    conc_pool *p = NULL;
+    CHECK_OK(conc_pool_create(&p, 1));
+    return p;
+}
+static void fx_pool_done(conc_pool *p) { if (p) CHECK_OK(conc_pool_close(p)); }
+"#,
+        );
+    }
+    if has("conc_queue_create") {
+        s.push_str(
+            r#"
+static conc_queue *fx_queue(void) {
+    char name[64];
+    fx_fresh_name(name);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_create(&q, name, 4, 8));
+    return q;
+}
+static void fx_queue_done(conc_queue *q) {
+    if (!q) return;
+    (void)conc_queue_unlink(q);
+    CHECK_OK(conc_queue_close(q));
 }
 "#,
         );

@@ -45,5 +45,6 @@ c_tests!(
     test_sync_torture,
     test_sync_tsan,
     test_queue,
-    test_queue_torture
+    test_queue_torture,
+    test_oom
 );

@@ -640,22 +640,22 @@ proptest! {
     #[test]
     fn invalid_names_are_refused_everywhere(name in invalid_name()) {
         let cname = c_name(&name);
-        let mut shm = 1 as *mut conc_shm;
-        let mut list = 1 as *mut conc_list;
+        let mut shm = std::ptr::dangling_mut::<conc_shm>();
+        let mut list = std::ptr::dangling_mut::<conc_list>();
         // SAFETY: outs are locals, the name a C string; nothing is created.
         unsafe {
             prop_assert_eq!(conc_shm_create(&mut shm, cname.as_ptr(), 64), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(shm.is_null());
             let msg = conc::error::last_error_message();
             prop_assert!(msg.contains("conc_shm_create(") && msg.contains("invalid shared memory name"), "{}", msg);
-            shm = 1 as *mut conc_shm;
+            shm = std::ptr::dangling_mut::<conc_shm>();
             prop_assert_eq!(conc_shm_open(&mut shm, cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(shm.is_null());
             prop_assert_eq!(conc_shm_unlink_name(cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
             let ty = RawType(CONC_TYPE_I64 as u32);
             prop_assert_eq!(conc_list_create(&mut list, cname.as_ptr(), ty, 4), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(list.is_null());
-            list = 1 as *mut conc_list;
+            list = std::ptr::dangling_mut::<conc_list>();
             prop_assert_eq!(conc_list_open(&mut list, cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(list.is_null());
         }

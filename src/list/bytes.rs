@@ -363,12 +363,15 @@ pub unsafe extern "C" fn conc_list_create_bytes(
             // SAFETY: non-NULL and NUL-terminated (caller contract).
             Some(unsafe { std::ffi::CStr::from_ptr(name) })
         };
-        let call = || format!("{OP}({}, {len}, {item_size})", ShowName(name));
+        let call = || crate::msg!("{OP}({}, {len}, {item_size})", ShowName(name));
         if len == 0 {
-            return Err(Error::invalid(format!("{}: the length is 0", call())));
+            return Err(Error::invalid(format_args!("{}: the length is 0", call())));
         }
         if item_size == 0 {
-            return Err(Error::invalid(format!("{}: the item size is 0", call())));
+            return Err(Error::invalid(format_args!(
+                "{}: the item size is 0",
+                call()
+            )));
         }
         *out = super::create_list(
             OP,
@@ -422,7 +425,7 @@ pub unsafe extern "C" fn conc_list_set_bytes(
         if n > list.item_size {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!(
+                format_args!(
                     "{OP}({}, {index}): {n} bytes is longer than the item size {}",
                     ShowName(Some(list.segment.name())),
                     list.item_size
@@ -492,7 +495,7 @@ pub unsafe extern "C" fn conc_list_get_bytes(
             // a mapping, so below isize::MAX.
             unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), usable) }
         };
-        let call = || format!("{OP}({}, {index})", ShowName(Some(list.segment.name())));
+        let call = || crate::msg!("{OP}({}, {index})", ShowName(Some(list.segment.name())));
         match list.element(index).read(buf) {
             Ok(Found { len, copied: true }) => {
                 *n = len;
@@ -502,7 +505,7 @@ pub unsafe extern "C" fn conc_list_get_bytes(
                 *n = len;
                 Err(Error::new(
                     CONC_ERR_OUT_OF_RANGE,
-                    format!(
+                    format_args!(
                         "{}: the element holds {len} bytes, more than buf_size {buf_size}",
                         call()
                     ),
@@ -510,7 +513,7 @@ pub unsafe extern "C" fn conc_list_get_bytes(
             }
             Err(len) => Err(Error::new(
                 CONC_ERR_IO,
-                format!(
+                format_args!(
                     "{}: the element's length {len} exceeds the item size {}: the segment was damaged",
                     call(),
                     list.item_size
@@ -531,7 +534,7 @@ mod tests {
     use std::ptr;
 
     fn create(name: Option<&CStr>, len: usize, item_size: usize) -> (conc_status, *mut conc_list) {
-        let mut out = 1usize as *mut conc_list;
+        let mut out = std::ptr::dangling_mut::<conc_list>();
         let name = name.map_or(ptr::null(), CStr::as_ptr);
         // SAFETY: out is valid; name is NULL or a C string.
         let st = unsafe { conc_list_create_bytes(&mut out, name, len, item_size) };
@@ -751,7 +754,7 @@ mod tests {
     fn forged(tag: &str, size: usize, len: u64, item_size: u64) -> (conc_status, String) {
         let name = unique(tag);
         let mut shm = ptr::null_mut();
-        let mut list = 1usize as *mut conc_list;
+        let mut list = std::ptr::dangling_mut::<conc_list>();
         // SAFETY: valid pointers; the header fits in `size` >= 32 bytes.
         unsafe {
             assert_eq!(conc_shm_create(&mut shm, name.as_ptr(), size), CONC_OK);

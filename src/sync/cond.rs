@@ -99,7 +99,7 @@ impl conc_cond {
         if !mutex.held_by_caller(op)? {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!("{op}: the calling thread does not hold the mutex"),
+                format_args!("{op}: the calling thread does not hold the mutex"),
             ));
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
@@ -127,7 +127,7 @@ impl conc_cond {
         if timed_out {
             return Err(Error::new(
                 CONC_ERR_TIMED_OUT,
-                format!("{op}: no signal came in time (the mutex is held again)"),
+                format_args!("{op}: no signal came in time (the mutex is held again)"),
             ));
         }
         Ok(false)

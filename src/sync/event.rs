@@ -126,7 +126,7 @@ impl conc_event {
             if deadline.expired() {
                 break Err(Error::new(
                     CONC_ERR_TIMED_OUT,
-                    format!("{op}: the event was not set in time"),
+                    format_args!("{op}: the event was not set in time"),
                 ));
             }
             futex::wait(&self.state, seen, deadline.slice(SLICE_MS), Scope::Shared);

@@ -289,7 +289,7 @@ fn me_slow(op: &str) -> Result<Me> {
         if off != FUTEX_OFFSET {
             return Err(Error::new(
                 CONC_ERR_UNSUPPORTED,
-                format!("{op}: this thread's robust futex list has futex_offset {off}, not {FUTEX_OFFSET}: not a 64-bit glibc list"),
+                format_args!("{op}: this thread's robust futex list has futex_offset {off}, not {FUTEX_OFFSET}: not a 64-bit glibc list"),
             ));
         }
     }
@@ -417,13 +417,13 @@ impl conc_mutex {
         if v & TID_MASK != me.tid {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!("{OP}: the calling thread does not hold the mutex"),
+                format_args!("{OP}: the calling thread does not hold the mutex"),
             ));
         }
         if v & OWNER_DIED == 0 {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!("{OP}: the mutex is not inconsistent (no OWNER_DEAD to repair)"),
+                format_args!("{OP}: the mutex is not inconsistent (no OWNER_DEAD to repair)"),
             ));
         }
         self.lock.fetch_and(!OWNER_DIED, Ordering::Relaxed);
@@ -520,7 +520,7 @@ impl conc_mutex {
                     None => busy(op),
                     Some(_) => Error::new(
                         CONC_ERR_DEADLOCK,
-                        format!("{op}: the calling thread already holds the mutex"),
+                        format_args!("{op}: the calling thread already holds the mutex"),
                     ),
                 });
             }
@@ -535,7 +535,7 @@ impl conc_mutex {
             if deadline.expired() {
                 return Err(Error::new(
                     CONC_ERR_TIMED_OUT,
-                    format!("{op}: the mutex is still held by another thread"),
+                    format_args!("{op}: the mutex is still held by another thread"),
                 ));
             }
             if v & WAITERS == 0
@@ -566,7 +566,7 @@ impl conc_mutex {
         if v & TID_MASK != me.tid {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!("{op}: the calling thread does not hold the mutex"),
+                format_args!("{op}: the calling thread does not hold the mutex"),
             ));
         }
         let target = if v & OWNER_DIED == 0 {
@@ -599,13 +599,13 @@ impl Default for conc_mutex {
 }
 
 fn busy(op: &str) -> Error {
-    Error::new(CONC_ERR_BUSY, format!("{op}: the mutex is held"))
+    Error::new(CONC_ERR_BUSY, format_args!("{op}: the mutex is held"))
 }
 
 fn unusable(op: &str) -> Error {
     Error::new(
         CONC_ERR_INVALID_STATE,
-        format!("{op}: the mutex is unusable: it was unlocked after OWNER_DEAD without conc_mutex_consistent (zero its memory to reuse it)"),
+        format_args!("{op}: the mutex is unusable: it was unlocked after OWNER_DEAD without conc_mutex_consistent (zero its memory to reuse it)"),
     )
 }
 
@@ -613,7 +613,7 @@ fn unusable(op: &str) -> Error {
 pub(crate) fn owner_dead(op: &str) -> Error {
     Error::new(
         CONC_ERR_OWNER_DEAD,
-        format!("{op}: the previous holder ended without unlocking; the caller holds the mutex now: repair the data, then call conc_mutex_consistent"),
+        format_args!("{op}: the previous holder ended without unlocking; the caller holds the mutex now: repair the data, then call conc_mutex_consistent"),
     )
 }
 
@@ -622,10 +622,10 @@ pub(crate) fn check_ptr<T>(ptr: *const T, op: &str, arg: &str) -> Result<()> {
     if ptr.is_null() {
         return Err(Error::null(op, arg));
     }
-    if ptr as usize % std::mem::align_of::<T>() != 0 {
+    if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(Error::new(
             CONC_ERR_INVALID_ARGUMENT,
-            format!(
+            format_args!(
                 "{op}: `{arg}` is not {}-byte aligned",
                 std::mem::align_of::<T>()
             ),
@@ -673,7 +673,7 @@ unsafe fn with_mutex(
 /// mapped for the call (any bytes: all-zero is an unlocked mutex).
 #[no_mangle]
 pub unsafe extern "C" fn conc_mutex_lock(mutex: *mut conc_mutex) -> conc_status {
-    if !mutex.is_null() && mutex as usize % 8 == 0 {
+    if !mutex.is_null() && (mutex as usize).is_multiple_of(8) {
         if let Some(me) = me_cached() {
             // SAFETY: non-NULL, aligned, a conc_mutex per the contract.
             if unsafe { &*mutex }.lock_fast(me) {
@@ -754,7 +754,7 @@ pub unsafe extern "C" fn conc_mutex_lock_timeout(
 /// mapped for the call (any bytes: all-zero is an unlocked mutex).
 #[no_mangle]
 pub unsafe extern "C" fn conc_mutex_unlock(mutex: *mut conc_mutex) -> conc_status {
-    if !mutex.is_null() && mutex as usize % 8 == 0 {
+    if !mutex.is_null() && (mutex as usize).is_multiple_of(8) {
         if let Some(me) = me_cached() {
             // SAFETY: non-NULL, aligned, a conc_mutex per the contract.
             if unsafe { &*mutex }.unlock_fast(me) {

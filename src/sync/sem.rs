@@ -86,7 +86,7 @@ impl conc_sem {
         if value > CONC_SEM_VALUE_MAX {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
-                format!("conc_sem_init: value {value} is above CONC_SEM_VALUE_MAX ({CONC_SEM_VALUE_MAX})"),
+                format_args!("conc_sem_init: value {value} is above CONC_SEM_VALUE_MAX ({CONC_SEM_VALUE_MAX})"),
             ));
         }
         self.waiters.store(0, Ordering::Relaxed);
@@ -123,7 +123,7 @@ impl conc_sem {
         let Some(deadline) = deadline else {
             return Err(Error::new(
                 CONC_ERR_BUSY,
-                format!("{op}: the semaphore is at 0"),
+                format_args!("{op}: the semaphore is at 0"),
             ));
         };
         if futex::spin_until(SPIN_ROUNDS, || self.try_take(Ordering::Relaxed)) {
@@ -138,7 +138,7 @@ impl conc_sem {
             if deadline.expired() {
                 break Err(Error::new(
                     CONC_ERR_TIMED_OUT,
-                    format!("{op}: the semaphore stayed at 0"),
+                    format_args!("{op}: the semaphore stayed at 0"),
                 ));
             }
             futex::wait(&self.count, 0, deadline.slice(SLICE_MS), Scope::Shared);
@@ -158,7 +158,7 @@ impl conc_sem {
             if c >= CONC_SEM_VALUE_MAX {
                 return Err(Error::new(
                     CONC_ERR_OUT_OF_RANGE,
-                    format!(
+                    format_args!(
                         "conc_sem_post: the count is at CONC_SEM_VALUE_MAX ({CONC_SEM_VALUE_MAX})"
                     ),
                 ));
