@@ -260,8 +260,7 @@ bench: $(BENCH_RUN) $(EXAMPLES)
 
 # conc inside a node, MPI between nodes: c_examples/mpi/, built with mpicc
 # and run on 2 ranks (Open MPI: --oversubscribe on a small machine, and
-# --allow-run-as-root when root). Skipped, with a note, without mpicc,
-# unless CONC_REQUIRE_ALL is set (CI), where a missing mpicc fails.
+# --allow-run-as-root when root). An optional check (see `optional`).
 MPICC    ?= mpicc
 MPIRUN   ?= mpirun
 MPI_NP   ?= 2
@@ -274,16 +273,13 @@ $(BUILD)/examples/mpi/%: c_examples/mpi/%.c $(LIB) include/conc.h
 MPI_EXAMPLES := $(patsubst c_examples/mpi/%.c,$(BUILD)/examples/mpi/%,$(wildcard c_examples/mpi/*.c))
 
 mpi-example:
-	@if ! command -v $(MPICC) >/dev/null 2>&1; then \
-	  if [ -n "$(CONC_REQUIRE_ALL)" ]; then echo "mpi-example: $(MPICC) not found (CONC_REQUIRE_ALL is set)"; exit 1; fi; \
-	  echo "skipped: mpi-example ($(MPICC) not found)"; exit 0; \
-	fi; \
+	@if $(call optional,mpi-example,$(MPICC)) && $(call optional,mpi-example,$(MPIRUN)); then \
 	$(MAKE) --no-print-directory $(MPI_EXAMPLES) && \
 	for ex in $(MPI_EXAMPLES); do \
 	  echo "==== $$(basename $$ex) ($(MPI_NP) ranks) ===="; \
 	  OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 \
 	    $(MPIRUN) $(MPI_FLAGS) -np $(MPI_NP) $$ex || exit 1; \
-	done
+	done; fi
 
 # pkg-config and CMake files for the directories above, from packaging/*.in.
 # Values are escaped for sed; paths in the CMake files are relative to
