@@ -1013,6 +1013,53 @@ pub unsafe extern "C" fn conc_mmap_readline(
     len: *mut usize,
 ) -> conc_status {
     const OP: &str = "conc_mmap_readline";
+    // The hot path of the readline loop: every check of the full path
+    // below (a live handle of the right kind, both outputs non-NULL, the
+    // map not damaged), with the handle looked up inline and no error
+    // value built, so that the call costs a few loads and two thread-local
+    // stores on top of memchr. Anything else goes to the full path, which
+    // makes the error. Nothing here can panic; the guard stays all the same.
+    ffi::guard_value(OP, crate::error::CONC_ERR_PANIC, || {
+        if let Some(m) = crate::handle::lookup(map.cast_const()) {
+            if !line.is_null() && !len.is_null() {
+                let (data, total) = m.view();
+                let pos = m.cursor_in(total);
+                // SAFETY: pos <= total: `rest` is inside the map or at its end.
+                let rest = unsafe { data.add(pos) };
+                let n = if pos == total {
+                    0
+                } else {
+                    m.region.access(|| line_len(rest, total - pos))
+                };
+                if !m.region.hit() {
+                    // SAFETY: both non-NULL and writable, per the contract.
+                    unsafe {
+                        *line = rest;
+                        *len = n;
+                    }
+                    m.cursor.store(pos + n, Ordering::Relaxed);
+                    return crate::error::CONC_OK;
+                }
+            }
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { readline_checked(map, line, len) }
+    })
+}
+
+/// `conc_mmap_readline` when its fast path cannot answer: the error (or
+/// the line, if the map became usable meanwhile), through `ffi::guard`.
+///
+/// # Safety
+/// As for `conc_mmap_readline`.
+#[cold]
+#[inline(never)]
+unsafe fn readline_checked(
+    map: *mut conc_mmap,
+    line: *mut *const u8,
+    len: *mut usize,
+) -> conc_status {
+    const OP: &str = "conc_mmap_readline";
     ffi::guard(OP, || {
         let m = crate::handle::get(map.cast_const(), OP, "map")?;
         // SAFETY: `line` is NULL or writable, per the caller's contract.
