@@ -363,9 +363,9 @@ impl conc_mmap {
         Error::new(
             CONC_ERR_IO,
             format!(
-                "{}: the file shrank under the map (another process truncated it): its lost \
-                 pages now read as zeros and no longer reach the file; the map is damaged, \
-                 close it",
+                "{}: the file shrank under the map (another process truncated it, or a page \
+                 of it could not be read or stored): its lost pages now read as zeros and no \
+                 longer reach the file; the map is damaged, close it",
                 self.ctx(op)
             ),
         )
