@@ -11,8 +11,8 @@
 //!   protection of its pages, and a `hit` flag.
 //! - Every access conc makes to a map's pages runs inside
 //!   [`Region::access`], which stores the region's address in a
-//!   thread-local slot before the access and clears it after: two
-//!   thread-local stores, with signal fences so the compiler keeps the
+//!   thread-local slot before the access and puts the previous value back
+//!   after: two thread-local stores (and a load), with signal fences so the compiler keeps the
 //!   accesses between them. Every thread that reads does it, including the
 //!   threads `conc_mmap_count_lines` counts on.
 //! - A SIGBUS handler, installed once ([`install`], on the first map),
@@ -67,14 +67,16 @@ thread_local! {
     static CURRENT: AtomicPtr<Region> = const { AtomicPtr::new(ptr::null_mut()) };
 }
 
-/// Clears the thread's slot when the access ends, also by a panic.
-struct Clear;
+/// Puts the thread's slot back as it was when the access ends, also by a
+/// panic (an access nested in a signal handler that interrupted another
+/// one restores the outer one's region).
+struct Restore(*mut Region);
 
-impl Drop for Clear {
+impl Drop for Restore {
     #[inline(always)]
     fn drop(&mut self) {
         compiler_fence(Ordering::SeqCst);
-        CURRENT.with(|c| c.store(ptr::null_mut(), Ordering::Relaxed));
+        CURRENT.with(|c| c.store(self.0, Ordering::Relaxed));
     }
 }
 
@@ -107,9 +109,13 @@ impl Region {
     /// announced to the SIGBUS handler. Check [`Region::hit`] afterwards.
     #[inline(always)]
     pub fn access<R>(&self, f: impl FnOnce() -> R) -> R {
-        CURRENT.with(|c| c.store(self as *const Region as *mut Region, Ordering::Relaxed));
+        let outer = CURRENT.with(|c| {
+            let outer = c.load(Ordering::Relaxed);
+            c.store(self as *const Region as *mut Region, Ordering::Relaxed);
+            outer
+        });
         compiler_fence(Ordering::SeqCst);
-        let _clear = Clear;
+        let _restore = Restore(outer);
         f()
     }
 }
