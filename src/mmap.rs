@@ -1019,6 +1019,16 @@ pub unsafe extern "C" fn conc_mmap_readline(
     // value built, so that the call costs a few loads and two thread-local
     // stores on top of memchr. Anything else goes to the full path, which
     // makes the error. Nothing here can panic; the guard stays all the same.
+    //
+    // Where a call goes (callgrind, instructions per 88-byte line of the
+    // benchmark file, C loop included): 196 before this path (handle::get
+    // out of line returning its Result through memory ~51, the memchr
+    // crate's dispatch layers ~25 over glibc's, Result plumbing), 148 now,
+    // against 48.5 for a bare C memchr loop. Of the ~99 left: the handle
+    // check ~28, saving and restoring the registers live across memchr
+    // ~22, the cursor and the snapshot ~9, the SIGBUS guard ~8, the
+    // outputs ~5, the caller's loop ~9; catch_unwind and the last-error
+    // slot cost nothing on success.
     ffi::guard_value(OP, crate::error::CONC_ERR_PANIC, || {
         if let Some(m) = crate::handle::lookup(map.cast_const()) {
             if !line.is_null() && !len.is_null() {
