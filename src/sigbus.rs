@@ -174,7 +174,11 @@ pub fn install() {
         if libc::sigaction(libc::SIGBUS, ptr::null(), previous) == 0 {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_sigbus as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+            // SA_ONSTACK: on the thread's alternate stack when it has one;
+            // the previous handler's SA_RESTART, so that a SIGBUS sent to
+            // the process interrupts system calls as it did before.
+            action.sa_flags =
+                libc::SA_SIGINFO | libc::SA_ONSTACK | ((*previous).sa_flags & libc::SA_RESTART);
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(libc::SIGBUS, &action, ptr::null_mut()) == 0 {
                 INSTALLED.store(true, Ordering::Relaxed);
