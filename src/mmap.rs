@@ -662,6 +662,15 @@ unsafe fn open_common(
 /// touching the lost pages raises SIGBUS; conc's own accessors report it
 /// as `CONC_ERR_IO` instead (see `conc_mmap`).
 ///
+/// Hazard: a WRITE map of a sparse file (one with holes, e.g. grown with
+/// `ftruncate`) on a full file system gets SIGBUS at the first write to a
+/// page that the file system cannot allocate; reserve the space first
+/// (`posix_fallocate`) when that matters.
+///
+/// Files under `/proc` (and similar pseudo-files) report size 0, so they
+/// map as an empty map of length 0 with `CONC_OK`: read them with
+/// `read(2)` instead.
+///
 /// Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `path` is NULL, `access`
 /// is not a `conc_access` value, or `path` is a directory or not a regular
 /// file; `CONC_ERR_NOT_FOUND` if the file does not exist;
