@@ -73,6 +73,8 @@ const NULL_WITH_ZERO_LEN: &[(&str, &str, &str)] = &[
     ("conc_mmap_rfind", "needle", "needle_len"),
     ("conc_list_set_bytes", "data", "n"),
     ("conc_list_get_bytes", "buf", "buf_size"),
+    ("conc_mmap_read", "buf", "count"),
+    ("conc_mmap_write", "data", "count"),
 ];
 
 /// A valid value for each scalar parameter, by name. A scalar parameter
@@ -96,6 +98,10 @@ const SCALARS: &[(&str, &str)] = &[
     ("item_size", "8"),
     ("n", "1"),
     ("buf_size", "1"),
+    ("byte", "0"),
+    ("dest", "0"),
+    ("src", "0"),
+    ("new_len", "1"),
 ];
 
 const SCALAR_TYPES: &[&str] = &[

@@ -35,6 +35,7 @@ c_tests!(
     test_thread,
     test_thread2,
     test_mmap,
+    test_mmap2,
     test_shm,
     test_process,
     test_process2,
