@@ -63,6 +63,8 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_list_add_i64", "previous"),
     ("conc_list_compare_exchange_i64", "actual"),
     ("conc_list_create_bytes", "name"),
+    ("conc_queue_create", "name"),
+    ("conc_queue_close", "queue"),
 ];
 
 /// Parameters that are NULL-able only together with a zero length: the
@@ -75,6 +77,9 @@ const NULL_WITH_ZERO_LEN: &[(&str, &str, &str)] = &[
     ("conc_list_get_bytes", "buf", "buf_size"),
     ("conc_mmap_read", "buf", "count"),
     ("conc_mmap_write", "data", "count"),
+    ("conc_queue_push", "message", "len"),
+    ("conc_queue_try_push", "message", "len"),
+    ("conc_queue_push_timeout", "message", "len"),
 ];
 
 /// A valid value for each scalar parameter, by name. A scalar parameter
@@ -98,6 +103,8 @@ const SCALARS: &[(&str, &str)] = &[
     ("item_size", "8"),
     ("n", "1"),
     ("buf_size", "1"),
+    ("capacity", "4"),
+    ("message_size", "8"),
     ("byte", "0"),
     ("dest", "0"),
     ("src", "0"),
@@ -615,7 +622,7 @@ impl Gen<'_> {
                     c.expr = "(void *)&fx_sentinel".into();
                     return Ok(c);
                 }
-                ("void", "needle" | "data", true) => {
+                ("void", "needle" | "data" | "message", true) => {
                     c.expr = "\"a\"".into();
                     return Ok(c);
                 }
