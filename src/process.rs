@@ -597,23 +597,26 @@ fn reap(pid: libc::pid_t, pidfd: c_int) -> std::result::Result<c_int, i32> {
 }
 
 fn not_joinable(call: &str, joining: bool) -> Error {
-    Error::new(
-        CONC_ERR_INVALID_STATE,
-        if joining {
-            format!("{call}: another thread is joining this child")
-        } else {
-            format!(
+    if joining {
+        Error::new(
+            CONC_ERR_INVALID_STATE,
+            format_args!("{call}: another thread is joining this child"),
+        )
+    } else {
+        Error::new(
+            CONC_ERR_INVALID_STATE,
+            format_args!(
                 "{call}: not a child of conc_process_spawn waiting to be joined \
                  (joined already, or never spawned)"
-            )
-        },
-    )
+            ),
+        )
+    }
 }
 
 /// The body of both joins.
 fn join(op: &str, process: conc_process, timeout: Option<u64>) -> Result<c_int> {
     let pid = process.pid;
-    let call = || format!("{op}(pid {pid})");
+    let call = || crate::msg!("{op}(pid {pid})");
     let deadline = Deadline::from_timeout(timeout);
     // Claim the child: other joins are refused until this one ends.
     let (pidfd, lost) = {
@@ -643,7 +646,7 @@ fn join(op: &str, process: conc_process, timeout: Option<u64>) -> Result<c_int> 
             children[i].joining = false;
             return Err(Error::new(
                 CONC_ERR_TIMED_OUT,
-                format!(
+                format_args!(
                     "{}: the child has not ended within {} ms",
                     call(),
                     timeout.unwrap_or(0)
@@ -764,11 +767,11 @@ pub extern "C" fn conc_process_kill(process: conc_process, signal: c_int) -> con
     const OP: &str = "conc_process_kill";
     guard(OP, || {
         let pid = process.pid;
-        let call = || format!("{OP}(pid {pid}, signal {signal})");
+        let call = || crate::msg!("{OP}(pid {pid}, signal {signal})");
         if !(0..=libc::SIGRTMAX()).contains(&signal) {
             return Err(Error::new(
                 CONC_ERR_INVALID_ARGUMENT,
-                format!("{}: not a signal number", call()),
+                format_args!("{}: not a signal number", call()),
             ));
         }
         // Under the lock: a join cannot reap and forget the child meanwhile.

@@ -649,7 +649,7 @@ pub(crate) mod tests {
         assert_eq!(ok("/abc").unwrap().as_bytes(), b"/abc");
         assert_eq!(ok("a.b-c_D9").unwrap().as_bytes(), b"/a.b-c_D9");
         assert!(ok(&"x".repeat(30)).is_ok());
-        assert!(ok(&format!("/{}", "x".repeat(30))).is_ok());
+        assert!(ok(&crate::msg!("/{}", "x".repeat(30))).is_ok());
         assert!(ok("...").is_ok());
         for bad in [
             "",
@@ -729,7 +729,7 @@ pub(crate) mod tests {
         assert!(b.is_null());
         let msg = last_error_message();
         assert!(
-            msg.starts_with(&format!(
+            msg.starts_with(&crate::msg!(
                 "conc_shm_create(\"{}\", 10): ",
                 name.to_str().unwrap()
             )),
@@ -800,7 +800,7 @@ pub(crate) mod tests {
         assert_eq!((st, p.is_null()), (CONC_ERR_NOT_FOUND, true));
         assert_eq!(
             last_error_message(),
-            format!(
+            format_args!(
                 "conc_shm_open(\"{}\"): No such file or directory (ENOENT)",
                 name.to_str().unwrap()
             )
@@ -839,7 +839,7 @@ pub(crate) mod tests {
             sizes.push((vfs.f_blocks as usize) * (vfs.f_frsize as usize) + 4096);
         }
         for (i, size) in sizes.into_iter().enumerate() {
-            let name = unique(&format!("huge{i}"));
+            let name = unique(&crate::msg!("huge{i}"));
             let (st, p) = create(Some(&name), size);
             assert_eq!(
                 st,

@@ -264,6 +264,12 @@ impl Registry {
         threads
             .try_reserve(self.reserved + 1)
             .map_err(|_| Error::no_memory(format_args!("{op}: the thread registry")))?;
+        // Each joinable thread can have one join in progress: room for all
+        // of them now, so that a join never needs memory.
+        let joins = threads.len() + self.reserved + 1;
+        self.waits
+            .try_reserve(joins.saturating_sub(self.waits.len()))
+            .map_err(|_| Error::no_memory(format_args!("{op}: the thread registry")))?;
         self.reserved += 1;
         Ok(())
     }
@@ -830,7 +836,7 @@ unsafe fn join(
     if timed_out {
         return Err(Error::new(
             CONC_ERR_TIMED_OUT,
-            format!(
+            format_args!(
                 "{op}(thread {:#x}): the thread has not ended within {} ms",
                 thread.id,
                 timeout_ms.unwrap_or(0)
