@@ -729,7 +729,7 @@ pub(crate) mod tests {
         assert!(b.is_null());
         let msg = last_error_message();
         assert!(
-            msg.starts_with(&crate::msg!(
+            msg.starts_with(&format!(
                 "conc_shm_create(\"{}\", 10): ",
                 name.to_str().unwrap()
             )),
@@ -800,7 +800,7 @@ pub(crate) mod tests {
         assert_eq!((st, p.is_null()), (CONC_ERR_NOT_FOUND, true));
         assert_eq!(
             last_error_message(),
-            format_args!(
+            format!(
                 "conc_shm_open(\"{}\"): No such file or directory (ENOENT)",
                 name.to_str().unwrap()
             )
