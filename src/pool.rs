@@ -143,6 +143,7 @@ impl<T> Lock<T> {
         if self.word.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
             self.lock_slow();
         }
+        tsan::acquire(self as *const Self as *const ());
     }
 
     #[cold]
@@ -162,6 +163,7 @@ impl<T> Lock<T> {
 
     #[inline]
     fn raw_unlock(&self) {
+        tsan::release(self as *const Self as *const ());
         if self.word.swap(0, Release) == 2 {
             futex::wake(&self.word, 1, Scope::Private);
         }
@@ -267,8 +269,10 @@ impl TaskPtr {
 
     /// Drops one reference; the last frees the task.
     fn release(self) {
+        tsan::release(self.addr());
         if self.get().refs.fetch_sub(1, Release) == 1 {
             fence(Acquire);
+            tsan::acquire(self.addr());
             // SAFETY: that was the last reference; the task came from
             // Box::leak in `new`.
             drop(unsafe { Box::from_raw(self.0.as_ptr()) });
@@ -395,8 +399,10 @@ impl Deref for PoolRef {
 
 impl Drop for PoolRef {
     fn drop(&mut self) {
+        tsan::release(self.0.as_ptr() as *const ());
         if self.refs.fetch_sub(1, Release) == 1 {
             fence(Acquire);
+            tsan::acquire(self.0.as_ptr() as *const ());
             // SAFETY: the last reference; made by Box::leak in `Shared::start`.
             drop(unsafe { Box::from_raw(self.0.as_ptr()) });
         }

@@ -37,5 +37,6 @@ c_tests!(
     test_shm,
     test_process,
     test_list,
-    test_stress
+    test_stress,
+    test_pool
 );
