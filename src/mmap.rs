@@ -822,26 +822,14 @@ pub fn count_lines_split(data: &[u8], threads: usize) -> u64 {
         let len = data.len();
         let piece =
             |i: usize| &data[split_point(len, i, threads)..split_point(len, i + 1, threads)];
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads)
-                .map(|i| {
-                    let part = piece(i);
-                    // A thread that cannot be started leaves its part to us.
-                    std::thread::Builder::new()
-                        .name("conc-count-lines".into())
-                        .spawn_scoped(s, move || count_newlines(part))
-                        .map_err(|_| part)
-                })
-                .collect();
-            let mut total = count_newlines(piece(0));
-            for h in handles {
-                total += match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(part) => count_newlines(part),
-                };
-            }
-            total
-        })
+        // One piece per call on the default pool (the calling thread takes
+        // part), instead of a thread spawned per piece per call.
+        let total = std::sync::atomic::AtomicUsize::new(0);
+        crate::pool::for_ranges(threads, 1, &|b, e| {
+            let n: usize = (b..e).map(|i| count_newlines(piece(i))).sum();
+            total.fetch_add(n, Ordering::Relaxed);
+        });
+        total.into_inner()
     };
     let unterminated = data.last().is_some_and(|&b| b != b'\n');
     newlines as u64 + u64::from(unterminated)
