@@ -115,10 +115,14 @@ const MAX_THREADS: usize = 4096;
 const CHUNKS_PER_THREAD: usize = 16;
 
 // ---------------------------------------------------------------------------
-// A small futex lock (fork-resettable, usable in statics).
+// A small lock (fork-resettable, usable in statics). It guards a few
+// instructions at a time (a queue push or pop, a registry insert), so it
+// spins, then yields to a preempted holder; unlocking is a plain store,
+// not a read-modify-write (each costs ~25 ns on the development machine,
+// and a spawn+join takes several locks).
 
 struct Lock<T> {
-    /// 0 free, 1 held, 2 held with sleepers.
+    /// 0 free, 1 held.
     word: AtomicU32,
     value: UnsafeCell<T>,
 }
@@ -148,25 +152,24 @@ impl<T> Lock<T> {
 
     #[cold]
     fn lock_slow(&self) {
-        for _ in 0..100 {
-            if self.word.load(Relaxed) == 0
-                && self.word.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
-            {
-                return;
+        loop {
+            for _ in 0..100 {
+                if self.word.load(Relaxed) == 0
+                    && self.word.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
+                {
+                    return;
+                }
+                std::hint::spin_loop();
             }
-            std::hint::spin_loop();
-        }
-        while self.word.swap(2, Acquire) != 0 {
-            futex::wait(&self.word, 2, Deadline::NEVER, Scope::Private);
+            // The holder was preempted: let it run.
+            std::thread::yield_now();
         }
     }
 
     #[inline]
     fn raw_unlock(&self) {
         tsan::release(self as *const Self as *const ());
-        if self.word.swap(0, Release) == 2 {
-            futex::wake(&self.word, 1, Scope::Private);
-        }
+        self.word.store(0, Release);
     }
 
     #[inline]
@@ -309,7 +312,7 @@ impl Queue {
         }
     }
 
-    fn push(&self, t: TaskPtr, queued: &AtomicUsize) -> Result<()> {
+    fn push(&self, t: TaskPtr) -> Result<()> {
         let mut q = self.tasks.lock();
         q.try_reserve(1).map_err(|_| {
             Error::new(
@@ -317,7 +320,6 @@ impl Queue {
                 "out of memory for a task queue",
             )
         })?;
-        queued.fetch_add(1, SeqCst);
         q.push_back(t);
         self.len.store(q.len(), Relaxed);
         Ok(())
@@ -348,22 +350,23 @@ impl Queue {
 }
 
 struct Shared {
-    refs: AtomicUsize,
+    refs: Padded<AtomicUsize>,
+    /// The default pool: never freed, never closed, so neither its
+    /// references nor its pending tasks are counted.
+    immortal: bool,
     threads: usize,
     /// The fork generation it was made in.
     fork_gen: u64,
     /// Queue 0 is the injector, queue `i + 1` worker `i`'s.
     queues: Box<[Queue]>,
-    /// Entries in all queues (claimed or not); incremented before a push.
-    queued: AtomicUsize,
     /// Workers spinning for work.
-    searching: AtomicU32,
+    searching: Padded<AtomicU32>,
     /// Workers asleep (or about to sleep) on `epoch`.
     sleepers: AtomicU32,
     /// Bumped to wake sleepers; their futex word.
     epoch: AtomicU32,
     /// Tasks spawned and not finished, plus `conc_parallel_for` calls under way.
-    pending: AtomicUsize,
+    pending: Padded<AtomicUsize>,
     /// Bumped when `pending` reaches 0 during a close; the closer's futex word.
     close_word: AtomicU32,
     closing: AtomicBool,
@@ -372,6 +375,18 @@ struct Shared {
     handles: Lock<Vec<libc::pthread_t>>,
     /// Chains default pools forgotten by forks (kept reachable).
     orphan_next: AtomicPtr<Shared>,
+}
+
+/// A value on its own cache lines (the hot counters are written by
+/// different threads).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// A counted reference to a pool's shared state.
@@ -384,8 +399,7 @@ unsafe impl Sync for PoolRef {}
 
 impl Clone for PoolRef {
     fn clone(&self) -> PoolRef {
-        self.refs.fetch_add(1, Relaxed);
-        PoolRef(self.0)
+        pool_ref(self)
     }
 }
 
@@ -399,6 +413,9 @@ impl Deref for PoolRef {
 
 impl Drop for PoolRef {
     fn drop(&mut self) {
+        if self.immortal {
+            return;
+        }
         tsan::release(self.0.as_ptr() as *const ());
         if self.refs.fetch_sub(1, Release) == 1 {
             fence(Acquire);
@@ -414,6 +431,13 @@ impl Shared {
         &self.queues[home]
     }
 
+    /// Whether any queue has entries (claimed or not). Sequentially
+    /// consistent loads: see `notify` and the worker's way to sleep.
+    #[inline]
+    fn has_work(&self) -> bool {
+        self.queues.iter().any(|q| q.len.load(SeqCst) != 0)
+    }
+
     /// Wakes a sleeping worker if no worker is looking for work already.
     #[inline]
     fn notify(&self) {
@@ -425,11 +449,13 @@ impl Shared {
     }
 
     fn begin_pending(&self) {
-        self.pending.fetch_add(1, SeqCst);
+        if !self.immortal {
+            self.pending.fetch_add(1, SeqCst);
+        }
     }
 
     fn end_pending(&self) {
-        if self.pending.fetch_sub(1, SeqCst) == 1 && self.closing.load(SeqCst) {
+        if !self.immortal && self.pending.fetch_sub(1, SeqCst) == 1 && self.closing.load(SeqCst) {
             self.close_word.fetch_add(1, SeqCst);
             futex::wake_all(&self.close_word, Scope::Private);
         }
@@ -439,7 +465,6 @@ impl Shared {
     fn find_task(&self, me: Option<usize>) -> Option<TaskPtr> {
         loop {
             let t = self.pop_any(me)?;
-            self.queued.fetch_sub(1, Relaxed);
             if t.claim(RUNNING) {
                 return Some(t);
             }
@@ -452,9 +477,6 @@ impl Shared {
             if let Some(t) = self.queues[i + 1].pop(true) {
                 return Some(t);
             }
-        }
-        if self.queued.load(Relaxed) == 0 {
-            return None;
         }
         if let Some(t) = self.queues[0].pop(false) {
             return Some(t);
@@ -477,7 +499,7 @@ impl Shared {
     fn push(&self, pool: &PoolRef, work: Work) -> Result<TaskPtr> {
         let home = current_worker(self).map_or(0, |i| i + 1);
         let t = TaskPtr::new(pool, home, work)?;
-        if let Err(e) = self.queue(home).push(t, &self.queued) {
+        if let Err(e) = self.queue(home).push(t) {
             t.release();
             t.release();
             return Err(e);
@@ -488,11 +510,6 @@ impl Shared {
 
 /// Drops the queue's reference of a task taken out of a queue by someone
 /// other than `find_task`.
-fn dequeued(pool: &Shared, t: TaskPtr) {
-    pool.queued.fetch_sub(1, Relaxed);
-    t.release();
-}
-
 // ---------------------------------------------------------------------------
 // Thread-local context.
 
@@ -507,6 +524,8 @@ thread_local! {
     static WORKER: Cell<(*const Shared, usize)> = const { Cell::new((ptr::null(), 0)) };
     /// The innermost task running on this thread.
     static RUNNING_FRAME: Cell<*const Frame> = const { Cell::new(ptr::null()) };
+    /// This thread's block of id counter values: (next, end).
+    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// How deep this thread is in the fork hooks (they may be called twice).
     static FORK_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
@@ -551,7 +570,7 @@ fn in_frame<R>(pool: &Shared, body: impl FnOnce() -> R) -> R {
 // Running and waiting.
 
 /// Runs a task this thread has claimed, then marks it done.
-fn run_task(t: TaskPtr) {
+fn run_task(t: TaskPtr, exclusive: bool) {
     let task = t.get();
     let pool = &*task.pool;
     match task.work {
@@ -564,7 +583,12 @@ fn run_task(t: TaskPtr) {
             // result, before publishing DONE (release).
             unsafe { *task.result.get() = r };
             tsan::release(t.addr());
-            finish(task);
+            if exclusive {
+                // Nobody else can be waiting for it.
+                task.state.store(DONE, Release);
+            } else {
+                finish(task);
+            }
             pool.end_pending();
         }
         Work::For(job) => {
@@ -598,14 +622,12 @@ fn wait_done(t: TaskPtr, deadline: Deadline, help: bool) -> bool {
         }
         if help {
             if let Some(other) = pool.find_task(me) {
-                run_task(other);
+                run_task(other, false);
                 other.release();
                 continue;
             }
         }
-        if futex::spin_until(JOIN_SPIN, || {
-            t.is_done() || (help && pool.queued.load(Relaxed) > 0)
-        }) {
+        if futex::spin_until(JOIN_SPIN, || t.is_done() || (help && pool.has_work())) {
             continue;
         }
         if deadline.expired() {
@@ -631,19 +653,42 @@ fn wait_done(t: TaskPtr, deadline: Deadline, help: bool) -> bool {
 
 /// Takes a queued task back for the calling thread, which then runs or
 /// cancels it: true if it was still queued.
-fn take_back(t: TaskPtr, to: u32) -> bool {
+fn take_back(t: TaskPtr, to: u32) -> Took {
     let task = t.get();
     let pool = &*task.pool;
     if task.state.load(Relaxed) & STATE != QUEUED {
-        return false;
+        return Took::No;
     }
     if pool.queue(task.home).take_back(t) {
-        let claimed = t.claim(to);
-        dequeued(pool, t);
-        debug_assert!(claimed);
-        return claimed;
+        // Out of every queue, so only the caller (its one joiner, or the
+        // caller of conc_parallel_for) can claim it: no compare-and-swap.
+        task.state.store(to, Relaxed);
+        return Took::Exclusive;
     }
-    t.claim(to)
+    if t.claim(to) {
+        Took::Claimed
+    } else {
+        Took::No
+    }
+}
+
+/// What `take_back` got.
+#[derive(PartialEq, Eq)]
+enum Took {
+    /// Nothing: the task was claimed by another thread.
+    No,
+    /// The task, claimed, and its queue entry: the caller holds every
+    /// reference to it.
+    Exclusive,
+    /// The task, claimed; a stale queue entry still refers to it.
+    Claimed,
+}
+
+/// Frees a task whose every reference the caller holds (see `Took`).
+fn free_exclusive(t: TaskPtr) {
+    // SAFETY: no other thread can reach the task any more; it came from
+    // Box::leak in TaskPtr::new.
+    drop(unsafe { Box::from_raw(t.0.as_ptr()) });
 }
 
 // ---------------------------------------------------------------------------
@@ -667,10 +712,10 @@ extern "C" fn worker_main(start: *mut c_void) -> *mut c_void {
 fn worker_loop(pool: &Shared, me: usize) {
     loop {
         if let Some(t) = pool.find_task(Some(me)) {
-            if pool.queued.load(Relaxed) > 0 {
+            if pool.has_work() {
                 pool.notify();
             }
-            run_task(t);
+            run_task(t, false);
             t.release();
             continue;
         }
@@ -685,7 +730,7 @@ fn worker_loop(pool: &Shared, me: usize) {
         let epoch = pool.epoch.load(SeqCst);
         pool.sleepers.fetch_add(1, SeqCst);
         pool.searching.fetch_sub(1, SeqCst);
-        if pool.queued.load(SeqCst) == 0 && !pool.shutdown.load(SeqCst) {
+        if !pool.has_work() && !pool.shutdown.load(SeqCst) {
             futex::wait(&pool.epoch, epoch, Deadline::NEVER, Scope::Private);
         }
         pool.sleepers.fetch_sub(1, SeqCst);
@@ -697,9 +742,7 @@ fn worker_loop(pool: &Shared, me: usize) {
 fn spin_for_work(pool: &Shared) -> bool {
     let start = futex::now();
     loop {
-        if futex::spin_until(64, || {
-            pool.queued.load(Relaxed) > 0 || pool.shutdown.load(Relaxed)
-        }) {
+        if futex::spin_until(64, || pool.has_work() || pool.shutdown.load(Relaxed)) {
             return true;
         }
         let now = futex::now();
@@ -749,7 +792,7 @@ fn start_thread(pool: &PoolRef, index: usize) -> Result<libc::pthread_t> {
 
 impl Shared {
     /// Makes a pool and starts all its threads, or nothing.
-    fn start(threads: usize) -> Result<PoolRef> {
+    fn start(threads: usize, immortal: bool) -> Result<PoolRef> {
         if threads > MAX_THREADS {
             return Err(Error::new(
                 CONC_ERR_RESOURCE_EXHAUSTED,
@@ -768,15 +811,15 @@ impl Shared {
         let mut handles = Vec::new();
         handles.try_reserve_exact(threads).map_err(oom)?;
         let shared = handle::try_box(Shared {
-            refs: AtomicUsize::new(1),
+            refs: Padded(AtomicUsize::new(1)),
+            immortal,
             threads,
             fork_gen: FORK_GEN.load(Relaxed),
             queues: queues.into_boxed_slice(),
-            queued: AtomicUsize::new(0),
-            searching: AtomicU32::new(0),
+            searching: Padded(AtomicU32::new(0)),
             sleepers: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
-            pending: AtomicUsize::new(0),
+            pending: Padded(AtomicUsize::new(0)),
             close_word: AtomicU32::new(0),
             closing: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -809,7 +852,7 @@ impl Shared {
         }
         for q in self.queues.iter() {
             while let Some(t) = q.pop(false) {
-                dequeued(self, t);
+                t.release();
             }
         }
     }
@@ -841,7 +884,7 @@ fn default_pool_slow() -> Result<&'static Shared> {
     let _g = DEFAULT_LOCK.lock();
     let mut p = DEFAULT.load(Acquire);
     if p.is_null() {
-        let pool = Shared::start(crate::thread::conc_cpu_count())?;
+        let pool = Shared::start(crate::thread::conc_cpu_count(), true)?;
         p = pool.0.as_ptr();
         std::mem::forget(pool);
         DEFAULT.store(p, Release);
@@ -852,7 +895,9 @@ fn default_pool_slow() -> Result<&'static Shared> {
 
 /// A `PoolRef` for a pool known to be alive (the caller holds one).
 fn pool_ref(pool: &Shared) -> PoolRef {
-    pool.refs.fetch_add(1, Relaxed);
+    if !pool.immortal {
+        pool.refs.fetch_add(1, Relaxed);
+    }
     PoolRef(NonNull::from(pool))
 }
 
@@ -1010,6 +1055,25 @@ fn key() -> u64 {
     }
 }
 
+/// Counter values are taken from [`COUNTER`] in blocks, per thread.
+const ID_BLOCK: u64 = 1024;
+
+/// The next counter value an id is made from: never the same twice in a
+/// process.
+fn next_counter() -> u64 {
+    IDS.with(|c| {
+        let (next, end) = c.get();
+        let (value, end) = if next < end {
+            (next, end)
+        } else {
+            let block = COUNTER.fetch_add(ID_BLOCK, Relaxed);
+            (block, block + ID_BLOCK)
+        };
+        c.set((value + 1, end));
+        value
+    })
+}
+
 fn shard(id: u64) -> &'static Shard {
     &REGISTRY[(id >> 60) as usize % SHARDS]
 }
@@ -1018,7 +1082,7 @@ fn shard(id: u64) -> &'static Shard {
 fn register(t: TaskPtr) -> Result<u64> {
     let key = key();
     loop {
-        let id = mix(COUNTER.fetch_add(1, Relaxed).wrapping_add(1) ^ key);
+        let id = mix(next_counter() ^ key);
         if id == 0 {
             continue;
         }
@@ -1039,8 +1103,9 @@ fn not_joinable(op: &str, id: u64, why: &str) -> Error {
     Error::new(CONC_ERR_INVALID_STATE, format!("{op}(task {id:#x}): {why}"))
 }
 
-/// Marks the task `id` as being joined by the caller.
-fn begin_join(id: u64, op: &str) -> Result<TaskPtr> {
+/// Takes the task `id` out of the registry for the caller's join
+/// (`take`), or marks it as being joined by the caller.
+fn begin_join(id: u64, op: &str, take: bool) -> Result<TaskPtr> {
     let mut map = shard(id).map.lock();
     let map = map.get_or_insert_with(Tasks::default);
     let Some(&t) = map.get(&id) else {
@@ -1058,8 +1123,15 @@ fn begin_join(id: u64, op: &str) -> Result<TaskPtr> {
             "the task was spawned before a fork and does not exist in this process",
         ));
     }
-    if t.get().joining.swap(true, Acquire) {
+    // The flag changes under the shard's lock (or, to clear it, by the
+    // one thread that set it), so no read-modify-write is needed.
+    if t.get().joining.load(Acquire) {
         return Err(not_joinable(op, id, "another thread is joining it"));
+    }
+    if take {
+        map.remove(&id);
+    } else {
+        t.get().joining.store(true, Relaxed);
     }
     Ok(t)
 }
@@ -1180,10 +1252,14 @@ fn parallel_for(
     }
     in_frame(pool, || job.work());
     for &t in tasks.iter().rev() {
-        if !take_back(t, CANCELLED) {
-            wait_done(t, Deadline::NEVER, true);
+        match take_back(t, CANCELLED) {
+            Took::Exclusive => free_exclusive(t),
+            Took::Claimed => t.release(),
+            Took::No => {
+                wait_done(t, Deadline::NEVER, true);
+                t.release();
+            }
         }
-        t.release();
     }
     tsan::acquire(&job as *const Job as *const ());
     pool.end_pending();
@@ -1285,7 +1361,7 @@ pub unsafe extern "C" fn conc_pool_create(out: *mut *mut conc_pool, threads: usi
         } else {
             threads
         };
-        let shared = Shared::start(n)?;
+        let shared = Shared::start(n, false)?;
         let keep = pool_ref(&shared);
         match handle::publish(conc_pool { shared }) {
             Ok(p) => {
@@ -1432,7 +1508,7 @@ pub unsafe extern "C" fn conc_task_spawn(
             }
         };
         tsan::release(t.addr());
-        if let Err(e) = shared.queue(home).push(t, &shared.queued) {
+        if let Err(e) = shared.queue(home).push(t) {
             end_join(id);
             t.release();
             t.release();
@@ -1447,16 +1523,21 @@ pub unsafe extern "C" fn conc_task_spawn(
 
 /// Joins `t` (registered, marked joining by us); None on timeout.
 fn join(task: conc_task, deadline: Deadline, poll: bool, op: &str) -> Result<*mut c_void> {
-    let t = begin_join(task.id, op)?;
+    // A plain join takes the id out at once; a timed one marks it, so that
+    // it can stay joinable.
+    let timed = !deadline.is_never();
+    let t = begin_join(task.id, op, !timed)?;
     let mut done = t.is_done();
+    let mut took = Took::No;
     if !done && !poll {
-        if take_back(t, RUNNING) {
-            run_task(t);
+        took = take_back(t, RUNNING);
+        if took != Took::No {
+            run_task(t, took == Took::Exclusive);
             done = true;
         } else {
             // Help with other work only in a plain join, or from a thread of
             // the pool (where not helping could starve it).
-            let help = deadline.is_never() || current_worker(&t.get().pool).is_some();
+            let help = !timed || current_worker(&t.get().pool).is_some();
             done = wait_done(t, deadline, help);
         }
     }
@@ -1467,11 +1548,17 @@ fn join(task: conc_task, deadline: Deadline, poll: bool, op: &str) -> Result<*mu
             format!("{op}(task {:#x}): the task has not finished", task.id),
         ));
     }
-    end_join(task.id);
+    if timed {
+        end_join(task.id);
+    }
     tsan::acquire(t.addr());
     // SAFETY: DONE was observed (acquire), so the result is written.
     let r = unsafe { *t.get().result.get() };
-    t.release();
+    if took == Took::Exclusive {
+        free_exclusive(t);
+    } else {
+        t.release();
+    }
     Ok(r)
 }
 
