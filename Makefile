@@ -41,6 +41,7 @@ EXAMPLE_CXX := $(wildcard c_examples/*.cpp)
 EXAMPLES    := $(sort $(patsubst c_examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_C)) \
                       $(patsubst c_examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX)))
 BENCHES     := $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c))
+BENCHES     += $(patsubst benches/%.cpp,$(BUILD)/benches/%,$(wildcard benches/*.cpp))
 
 # The version, from Cargo.toml (the one source of truth).
 VERSION       := $(shell awk '/^\[/ { p = ($$0 == "[package]") } p && /^version *=/ { gsub(/^[^"]*"|".*$$/, ""); print; exit }' Cargo.toml)
@@ -193,6 +194,17 @@ test: check-header header-compile compiler-matrix check-symbols examples test-cp
 $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+# C++ benchmarks (baselines such as TBB, linked when their header exists).
+TBB_LIBS = $(shell printf '\043include <tbb/task_group.h>\n' | $(CXX) -std=c++17 -E -x c++ - >/dev/null 2>&1 && echo -ltbb)
+$(BUILD)/benches/%: benches/%.cpp $(LIB) include/conc.h include/conc.hpp
+	@mkdir -p $(@D)
+	$(CXX) $(EX_CXXFLAGS) -O2 $< -o $@ $(LIB) $(TBB_LIBS) $(NATIVE_LIBS)
+
+# The pool benchmark's OpenMP baselines.
+$(BUILD)/benches/bench_pool: benches/bench_pool.c benches/report.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(EX_CFLAGS) -O2 -fopenmp $< -o $@ $(LIB) $(NATIVE_LIBS)
 
 # Benchmarks run from the top of the repository; some time the examples
 # in build/examples as whole processes.
