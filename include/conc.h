@@ -155,6 +155,39 @@ typedef enum conc_whence {
 } conc_whence;
 
 /**
+ * A hint for `conc_mmap_advise` about how a range of the map will be
+ * used, passed to `madvise`, like Python's `mmap.madvise`.
+ */
+typedef enum conc_advice {
+    /**
+     * No special treatment (`MADV_NORMAL`).
+     */
+    CONC_ADVICE_NORMAL = 0,
+    /**
+     * Pages will be used in random order: read ahead less
+     * (`MADV_RANDOM`).
+     */
+    CONC_ADVICE_RANDOM = 1,
+    /**
+     * Pages will be used in order: read ahead more, and drop pages soon
+     * after they are read (`MADV_SEQUENTIAL`).
+     */
+    CONC_ADVICE_SEQUENTIAL = 2,
+    /**
+     * The range will be needed soon: start reading it in
+     * (`MADV_WILLNEED`).
+     */
+    CONC_ADVICE_WILLNEED = 3,
+    /**
+     * The range is not needed for now: free its pages (`MADV_DONTNEED`).
+     * A file map reads them from the file again when touched, so the
+     * private changes of a `CONC_ACCESS_COPY` map in those pages are
+     * lost. See `conc_mmap_advise`.
+     */
+    CONC_ADVICE_DONTNEED = 4,
+} conc_advice;
+
+/**
  * A point on the monotonic clock, or never.
  */
 typedef struct Deadline Deadline;
@@ -168,26 +201,46 @@ typedef struct conc_list conc_list;
 
 /**
  * A memory-mapped file, or anonymous shared memory: an opaque handle made
- * by `conc_mmap_open`, `conc_mmap_open_range` or `conc_mmap_anonymous`
- * and released by `conc_mmap_close`.
+ * by `conc_mmap_open`, `conc_mmap_open_range`, `conc_mmap_create` or
+ * `conc_mmap_anonymous` and released by `conc_mmap_close`.
  *
  * The bytes are at `conc_mmap_data(map)` for `conc_mmap_len(map)` bytes,
- * valid until the close. The handle also has a cursor, used by
- * `conc_mmap_read_byte`, `conc_mmap_readline`, `conc_mmap_seek` and
- * `conc_mmap_tell` like a file position.
+ * valid until the close or a `conc_mmap_resize`. The handle also has a
+ * cursor, used by `conc_mmap_read_byte`, `conc_mmap_readline`,
+ * `conc_mmap_read`, `conc_mmap_write`, `conc_mmap_write_byte`,
+ * `conc_mmap_seek` and `conc_mmap_tell` like a file position.
  *
  * Threads: every function may be called from any thread, and several
  * threads may read the bytes of one map at once. The cursor belongs to the
- * handle, so use one handle per thread for `readline`/`read_byte`/`seek`
- * (open the file once per thread): two threads sharing a cursor get
- * interleaved lines. Do not close a map while another thread still uses
- * it.
+ * handle, so use one handle per thread for the cursor functions (open the
+ * file once per thread): two threads sharing a cursor get interleaved
+ * lines. `conc_mmap_resize` must not run while another thread uses the
+ * same map (it moves the bytes), and a map must not be closed while
+ * another thread still uses it.
  *
- * Hazard (a property of mmap itself): if another process truncates the
- * file while it is mapped, touching a page past the new end raises SIGBUS,
- * which kills the process unless it handles that signal. conc never
- * changes a file's size; a program that maps files others may shrink must
- * arrange with them not to (e.g. with advisory locks) or handle SIGBUS.
+ * A file that shrinks under the map (another process truncates it):
+ * touching a page past the new end raises SIGBUS, a property of mmap
+ * itself. conc's own accessors (`conc_mmap_read_byte`, `readline`,
+ * `read`, `find`, `rfind`, `count_lines`, `write`, `write_byte`, `move`)
+ * catch it: they return `CONC_ERR_IO` with a message saying the file
+ * shrank under the map, instead of killing the process. To do so conc
+ * installs a SIGBUS handler on the first map, which hands every other
+ * SIGBUS to the handler the program had installed before (or to the
+ * default action: the process dies of SIGBUS as without conc). After such
+ * a report the map is damaged: the lost pages are replaced by zeros, also
+ * as seen through `conc_mmap_data`; a `CONC_ACCESS_WRITE` map no longer
+ * reaches the file there; every later accessor call on it returns
+ * `CONC_ERR_IO`. Close it. The program's own loads through
+ * `conc_mmap_data` before that still raise SIGBUS, as mmap does; a
+ * program that installs its own SIGBUS handler after its first map
+ * replaces conc's and must chain to it (call the handler it replaced) to
+ * keep this protection.
+ *
+ * Also a property of mmap: a `CONC_ACCESS_WRITE` map of a sparse file
+ * (holes) on a full file system gets SIGBUS at the first write to a page
+ * that cannot be stored; conc's `conc_mmap_write` reports it as above,
+ * and `conc_mmap_create` and `conc_mmap_resize` reserve the file's space
+ * so that their maps never meet it.
  */
 typedef struct conc_mmap conc_mmap;
 
@@ -490,10 +543,18 @@ enum conc_status conc_list_close(struct conc_list *list);
  * `conc_mmap_data_mut` reach the file) or `CONC_ACCESS_COPY` (opened
  * read-only; writes stay private to this map). Only regular files can be
  * mapped. An empty file gives a valid map of length 0. The file's size is
- * never changed.
+ * never changed, except by `conc_mmap_resize`.
+ *
+ * The file is opened as `open(2)` opens it: if another process holds a
+ * lease on it (`F_SETLEASE`) that this open breaks, the call waits until
+ * the holder releases it, or until the kernel breaks it
+ * (`/proc/sys/fs/lease-break-time`, 45 s by default). A FIFO, socket or
+ * device is refused at once, never opened, so the call never blocks on
+ * one.
  *
  * Hazard: if another process truncates the file while it is mapped,
- * touching the lost pages raises SIGBUS (see `conc_mmap`).
+ * touching the lost pages raises SIGBUS; conc's own accessors report it
+ * as `CONC_ERR_IO` instead (see `conc_mmap`).
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `path` is NULL, `access`
  * is not a `conc_access` value, or `path` is a directory or not a regular
@@ -518,7 +579,8 @@ enum conc_status conc_mmap_open(struct conc_mmap **out, const char *path, conc_a
  * `conc_mmap_data` points at byte `offset` of the file and
  * `conc_mmap_len` is the length of the range. An offset equal to the
  * file's size with `length` 0 gives an empty map. `access` is as for
- * `conc_mmap_open`. The file's size is never changed.
+ * `conc_mmap_open`. The file's size is never changed. A map from offset 0
+ * with length 0 is a whole-file map, as `conc_mmap_open` makes.
  *
  * Errors: as `conc_mmap_open`, plus `CONC_ERR_OUT_OF_RANGE` if `offset` is
  * past the end of the file or `offset + length` reaches past it.
@@ -528,6 +590,33 @@ enum conc_status conc_mmap_open(struct conc_mmap **out, const char *path, conc_a
  * or a NUL-terminated string.
  */
 enum conc_status conc_mmap_open_range(struct conc_mmap **out, const char *path, conc_access access, uint64_t offset, size_t length);
+
+/**
+ * Creates the file `path`, which must not exist, of `size` zero bytes with
+ * its space reserved, maps it `CONC_ACCESS_WRITE` and stores the new
+ * handle in `*out` (NULL on failure), like `open(path, O_RDWR | O_CREAT |
+ * O_EXCL, 0666)` (less the umask), `posix_fallocate` and `conc_mmap_open`.
+ *
+ * The space is reserved (`posix_fallocate`), so a full disk fails here
+ * with `CONC_ERR_RESOURCE_EXHAUSTED`, not with SIGBUS at a later write.
+ * Size 0 is allowed: an empty map, which `conc_mmap_resize` can grow.
+ * The map is a whole-file `CONC_ACCESS_WRITE` map. When the call fails it
+ * leaves no file behind.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `path` is NULL;
+ * `CONC_ERR_ALREADY_EXISTS` if `path` exists (any kind of file, a
+ * dangling symbolic link included); `CONC_ERR_NOT_FOUND` if its directory
+ * does not exist; `CONC_ERR_PERMISSION_DENIED` if the OS refuses to create
+ * it; `CONC_ERR_RESOURCE_EXHAUSTED` if the disk is full (or over quota),
+ * `size` is too large for a file, or memory or descriptors run out;
+ * `CONC_ERR_UNSUPPORTED` if its file system cannot map files;
+ * `CONC_ERR_IO` for other OS failures.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing a pointer; `path` must be NULL
+ * or a NUL-terminated string.
+ */
+enum conc_status conc_mmap_create(struct conc_mmap **out, const char *path, size_t size);
 
 /**
  * Maps `length` bytes of zero-filled anonymous memory, readable and
@@ -547,8 +636,8 @@ enum conc_status conc_mmap_anonymous(struct conc_mmap **out, size_t length);
 
 /**
  * Returns the first byte of the map, valid for `conc_mmap_len(map)` bytes
- * until `conc_mmap_close`. Never NULL for an open map, even of length 0
- * (then it must not be read). NULL if `map` is NULL.
+ * until `conc_mmap_close` or `conc_mmap_resize`. Never NULL for an open
+ * map, even of length 0 (then it must not be read). NULL if `map` is NULL.
  *
  * # Safety
  * `map` must be NULL or an open map.
@@ -580,7 +669,8 @@ size_t conc_mmap_len(const struct conc_mmap *map);
  * like Python's `read_byte()`.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `byte` is NULL;
- * `CONC_ERR_OUT_OF_RANGE` if the cursor is at the end (`*byte` unchanged).
+ * `CONC_ERR_OUT_OF_RANGE` if the cursor is at the end (`*byte` unchanged);
+ * `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
  *
  * # Safety
  * `map` must be NULL or an open map; `byte` NULL or writable.
@@ -594,15 +684,134 @@ enum conc_status conc_mmap_read_byte(struct conc_mmap *map, uint8_t *byte);
  * past them, like Python's `readline()`. At the end it returns `CONC_OK`
  * with `*len == 0` (and `*line` pointing at the end), so a loop reads
  * until `*len == 0`. The line is not NUL-terminated and stays valid until
- * `conc_mmap_close`. The cursor belongs to the handle: use one handle per
- * thread for readline loops.
+ * `conc_mmap_close` (or `conc_mmap_resize`). The cursor belongs to the
+ * handle: use one handle per thread for readline loops.
  *
- * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map`, `line` or `len` is NULL.
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map`, `line` or `len` is NULL;
+ * `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
  *
  * # Safety
  * `map` must be NULL or an open map; `line` and `len` NULL or writable.
  */
 enum conc_status conc_mmap_readline(struct conc_mmap *map, const uint8_t **line, size_t *len);
+
+/**
+ * Copies up to `count` bytes from the cursor into `buf`, stores how many
+ * in `*got` (fewer near the end, 0 at the end) and moves the cursor past
+ * them, like Python's `read(n)`. `buf` may be NULL when `count` is 0, and
+ * may point into the map itself.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `got` is NULL, or `buf`
+ * is NULL with `count > 0`; `CONC_ERR_IO` if the file shrank under the
+ * map (see `conc_mmap`). On failure `*got` and the cursor are unchanged.
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `buf` NULL or writable for `count`
+ * bytes; `got` NULL or writable.
+ */
+enum conc_status conc_mmap_read(struct conc_mmap *map, void *buf, size_t count, size_t *got);
+
+/**
+ * Copies the `count` bytes at `data` into the map at the cursor and moves
+ * the cursor past them, like Python's `write(bytes)`. On a
+ * `CONC_ACCESS_WRITE` map they reach the file, on a `CONC_ACCESS_COPY` map
+ * they stay private. `data` may be NULL when `count` is 0, and may point
+ * into the map itself.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL, or `data` is NULL
+ * with `count > 0`; `CONC_ERR_PERMISSION_DENIED` for a `CONC_ACCESS_READ`
+ * map; `CONC_ERR_OUT_OF_RANGE` if the bytes would reach past the end of
+ * the map (nothing is written, the cursor stays); `CONC_ERR_IO` if the
+ * file shrank under the map (see `conc_mmap`).
+ *
+ * # Safety
+ * `map` must be NULL or an open map; `data` NULL or readable for `count`
+ * bytes.
+ */
+enum conc_status conc_mmap_write(struct conc_mmap *map, const void *data, size_t count);
+
+/**
+ * Stores `byte` in the map at the cursor and moves the cursor past it,
+ * like Python's `write_byte()`.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL;
+ * `CONC_ERR_PERMISSION_DENIED` for a `CONC_ACCESS_READ` map;
+ * `CONC_ERR_OUT_OF_RANGE` if the cursor is at the end; `CONC_ERR_IO` if
+ * the file shrank under the map (see `conc_mmap`).
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+enum conc_status conc_mmap_write_byte(struct conc_mmap *map, uint8_t byte);
+
+/**
+ * Copies `count` bytes of the map from offset `src` to offset `dest`, as
+ * `memmove` (the ranges may overlap), like Python's `move(dest, src,
+ * count)`. The cursor does not move.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL;
+ * `CONC_ERR_PERMISSION_DENIED` for a `CONC_ACCESS_READ` map;
+ * `CONC_ERR_OUT_OF_RANGE` if `dest` or `src` is past the end (even with
+ * `count` 0) or either range reaches past it (nothing is moved);
+ * `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+enum conc_status conc_mmap_move(struct conc_mmap *map, uint64_t dest, uint64_t src, size_t count);
+
+/**
+ * Changes the map's length to `new_len` bytes, like Python's
+ * `resize(newsize)`.
+ *
+ * - A whole-file `CONC_ACCESS_WRITE` map (from `conc_mmap_create`,
+ *   `conc_mmap_open`, or `conc_mmap_open_range` at offset 0 with length 0)
+ *   also changes the file's size to `new_len`, the one call that does.
+ *   Growing reserves the new space first (`posix_fallocate`): a full disk
+ *   fails here (the file keeps its size), and the new bytes are zero.
+ * - An anonymous map keeps its contents up to the shorter length; the
+ *   new bytes are zero. Growing it moves it to new memory, which children
+ *   forked before no longer share.
+ * - `new_len` 0 gives an empty map (and an empty file).
+ *
+ * The bytes may move: fetch `conc_mmap_data` again, and do not use
+ * earlier pointers into the map (lines from `conc_mmap_readline`
+ * included). The cursor is clamped to the new length. No other call may
+ * use the map while it is resized (from another thread).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL;
+ * `CONC_ERR_INVALID_STATE` for a map of a range of a file, or a
+ * `CONC_ACCESS_READ` or `CONC_ACCESS_COPY` map;
+ * `CONC_ERR_RESOURCE_EXHAUSTED` if the disk is full or memory runs out
+ * (the map and the file are unchanged); `CONC_ERR_IO` if the map is
+ * damaged (its file shrank under it, see `conc_mmap`), or for other OS
+ * failures.
+ *
+ * # Safety
+ * `map` must be NULL or an open map that no other thread is using.
+ */
+enum conc_status conc_mmap_resize(struct conc_mmap *map, size_t new_len);
+
+/**
+ * Tells the OS how the `length` bytes of the map from `offset` (length 0:
+ * to the end) will be used, with `madvise`, like Python's `madvise`. The
+ * hint covers the whole pages the range touches.
+ *
+ * `CONC_ADVICE_DONTNEED` frees those pages: a `CONC_ACCESS_READ` or
+ * `CONC_ACCESS_WRITE` map reads them from the file again (nothing is
+ * lost), but a `CONC_ACCESS_COPY` map loses its private changes in them
+ * (they read as the file again) and an anonymous map, which is shared
+ * memory, keeps its contents. An empty range does nothing.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` is NULL or `advice` is not
+ * a `conc_advice` value; `CONC_ERR_OUT_OF_RANGE` if `offset` is past the
+ * end of the map or `offset + length` reaches past it; `CONC_ERR_IO` (or
+ * the status of the OS error) if the OS refuses the hint.
+ *
+ * # Safety
+ * `map` must be NULL or an open map.
+ */
+enum conc_status conc_mmap_advise(struct conc_mmap *map, conc_advice advice, uint64_t offset, size_t length);
 
 /**
  * Moves the cursor to `offset` counted from `whence` (the start, the
@@ -636,7 +845,8 @@ uint64_t conc_mmap_tell(const struct conc_mmap *map);
  * the end gives -1. `needle` may be NULL when `needle_len` is 0.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `position` is NULL, or
- * `needle` is NULL with `needle_len > 0`.
+ * `needle` is NULL with `needle_len > 0`; `CONC_ERR_IO` if the file shrank
+ * under the map (see `conc_mmap`).
  *
  * # Safety
  * `map` must be NULL or an open map; `needle` NULL or readable for
@@ -653,7 +863,8 @@ enum conc_status conc_mmap_find(const struct conc_mmap *map, const void *needle,
  * end gives -1. `needle` may be NULL when `needle_len` is 0.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `position` is NULL, or
- * `needle` is NULL with `needle_len > 0`.
+ * `needle` is NULL with `needle_len > 0`; `CONC_ERR_IO` if the file shrank
+ * under the map (see `conc_mmap`).
  *
  * # Safety
  * `map` must be NULL or an open map; `needle` NULL or readable for
@@ -669,7 +880,8 @@ enum conc_status conc_mmap_rfind(const struct conc_mmap *map, const void *needle
  * instructions, and on maps of at least twice `CONC_MMAP_COUNT_CHUNK`
  * bytes one thread per chunk, up to the number of cores.
  *
- * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `lines` is NULL.
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `lines` is NULL;
+ * `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
  *
  * # Safety
  * `map` must be NULL or an open map; `lines` NULL or writable.

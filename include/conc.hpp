@@ -385,6 +385,15 @@ enum class whence {
     end = CONC_SEEK_END,  ///< from the end
 };
 
+/// What mmap::advise() tells the OS about a range (conc_advice).
+enum class advice {
+    normal = CONC_ADVICE_NORMAL,          ///< no special treatment
+    random = CONC_ADVICE_RANDOM,          ///< random order: read ahead less
+    sequential = CONC_ADVICE_SEQUENTIAL,  ///< in order: read ahead more
+    willneed = CONC_ADVICE_WILLNEED,      ///< needed soon: read it in now
+    dontneed = CONC_ADVICE_DONTNEED,      ///< not needed: free the pages (a copy map loses its changes there)
+};
+
 /// The lines of a byte range, each with its '\n' (the last one without,
 /// when the range does not end with one): what a readline() loop returns.
 class line_iterator {
@@ -581,6 +590,70 @@ public:
         std::uint64_t lines = 0;
         detail::check(conc_mmap_count_lines(map_, &lines));
         return lines;
+    }
+
+    // --- 0.2: creating, reading and writing at the cursor, resizing -----
+
+    /// Creates the file `path` (it must not exist: CONC_ERR_ALREADY_EXISTS)
+    /// of `size` zero bytes, its space reserved, mapped access::write.
+    /// Nothing is left behind when it throws.
+    static mmap create(std::string_view path, std::size_t size) {
+        const std::string c_path = detail::c_string(path, "conc::mmap::create", "the path");
+        conc_mmap* map = nullptr;
+        detail::check(conc_mmap_create(&map, c_path.c_str(), size));
+        return mmap(map);
+    }
+
+    /// Copies up to `count` bytes from the cursor into `buf`, advancing the
+    /// cursor; returns how many (0 at the end).
+    std::size_t read(void* buf, std::size_t count) {
+        require_open("conc::mmap::read");
+        std::size_t got = 0;
+        detail::check(conc_mmap_read(map_, buf, count, &got));
+        return got;
+    }
+
+    /// Up to `count` bytes from the cursor (all the rest by default), as
+    /// Python's read(n); advances the cursor. Empty at the end.
+    std::string read(std::size_t count = static_cast<std::size_t>(-1)) {
+        require_open("conc::mmap::read");
+        const std::size_t rest = size() - static_cast<std::size_t>(tell());
+        std::string out(count < rest ? count : rest, '\0');
+        out.resize(read(out.data(), out.size()));
+        return out;
+    }
+
+    /// Writes `bytes` at the cursor and advances it. Throws
+    /// CONC_ERR_OUT_OF_RANGE (nothing written) past the end,
+    /// CONC_ERR_PERMISSION_DENIED on an access::read map.
+    void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
+    void write(const void* data, std::size_t count) {
+        require_open("conc::mmap::write");
+        detail::check(conc_mmap_write(map_, data, count));
+    }
+    void write_byte(std::uint8_t byte) {
+        require_open("conc::mmap::write_byte");
+        detail::check(conc_mmap_write_byte(map_, byte));
+    }
+
+    /// memmove within the map; the cursor stays.
+    void move(std::uint64_t dest, std::uint64_t src, std::size_t count) {
+        require_open("conc::mmap::move");
+        detail::check(conc_mmap_move(map_, dest, src, count));
+    }
+
+    /// Changes the length: a whole-file access::write map changes its file,
+    /// an anonymous map keeps its contents; other maps throw
+    /// CONC_ERR_INVALID_STATE. data() and view() may move.
+    void resize(std::size_t new_size) {
+        require_open("conc::mmap::resize");
+        detail::check(conc_mmap_resize(map_, new_size));
+    }
+
+    /// madvise for `length` bytes from `offset` (0: to the end).
+    void advise(conc::advice hint, std::uint64_t offset = 0, std::size_t length = 0) {
+        require_open("conc::mmap::advise");
+        detail::check(conc_mmap_advise(map_, static_cast<conc_advice>(hint), offset, length));
     }
 
     /// Forces writes of an access::write map to the file.

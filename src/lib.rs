@@ -28,6 +28,7 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shm;
+pub mod sigbus;
 pub mod sync;
 pub mod thread;
 pub mod tsan;

@@ -52,6 +52,8 @@ const OPTIONAL: &[(&str, &str)] = &[
 const NULL_WITH_ZERO_LEN: &[(&str, &str, &str)] = &[
     ("conc_mmap_find", "needle", "needle_len"),
     ("conc_mmap_rfind", "needle", "needle_len"),
+    ("conc_mmap_read", "buf", "count"),
+    ("conc_mmap_write", "data", "count"),
 ];
 
 /// A valid value for each scalar parameter, by name. A scalar parameter
@@ -66,6 +68,11 @@ const SCALARS: &[(&str, &str)] = &[
     ("index", "0"),
     ("value", "0"),
     ("milliseconds", "0"),
+    ("count", "1"),
+    ("byte", "0"),
+    ("dest", "0"),
+    ("src", "0"),
+    ("new_len", "1"),
 ];
 
 const SCALAR_TYPES: &[&str] = &[
@@ -541,6 +548,15 @@ impl Gen<'_> {
                 }
                 ("void", "needle", true) => {
                     c.expr = "\"a\"".into();
+                    return Ok(c);
+                }
+                ("void", "data", true) => {
+                    c.expr = "\"a\"".into();
+                    return Ok(c);
+                }
+                ("void", "buf", false) => {
+                    c.setup = format!("unsigned char {v}[64];");
+                    c.expr = v.to_string();
                     return Ok(c);
                 }
                 ("char", "path", true) => {
@@ -1099,7 +1115,7 @@ typedef enum conc_status { CONC_OK = 0, CONC_ERR_INVALID_ARGUMENT = 1 } conc_sta
 typedef enum conc_mode { CONC_MODE_A = 0, CONC_MODE_B = 1 } conc_mode;
 typedef struct conc_widget conc_widget;
 /** Frobs. */
-enum conc_status conc_widget_frob(struct conc_widget *widget, size_t count);
+enum conc_status conc_widget_frob(struct conc_widget *widget, size_t frobs);
 /** Twiddles. */
 struct conc_widget conc_widget_get(const struct conc_widget *widget);
 /** Sets a mode. */
@@ -1114,7 +1130,7 @@ enum conc_status conc_fine(conc_mode mode, int64_t *position);
     let all = errors.join("\n");
     for want in [
         "conc_widget_frob: no fixture for the parameter `struct conc_widget * widget`",
-        "conc_widget_frob: no valid value for the scalar `size_t count`",
+        "conc_widget_frob: no valid value for the scalar `size_t frobs`",
         "conc_widget_get: unknown return type",
         "conc_widget_mode: returns nothing but takes a pointer",
         "conc_widget_mode: no rule for an out-of-range `mode`",

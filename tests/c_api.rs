@@ -34,6 +34,7 @@ c_tests!(
     test_errors,
     test_thread,
     test_mmap,
+    test_mmap2,
     test_shm,
     test_process,
     test_list,
