@@ -14,12 +14,12 @@
 
 
 /**
- * How `conc_mmap_count_lines` shares out a map: it uses
- * `len / CONC_MMAP_COUNT_CHUNK` threads (the calling one included), at
- * least 1 and at most the number of cores, thread `i` of `n` counting the
- * bytes `len * i / n` to `len * (i + 1) / n`. So maps shorter than twice
- * this size are counted by the calling thread alone. Given for tests and
- * tuning; the result never depends on it.
+ * How `conc_mmap_count_lines` shares out a map: maps shorter than twice
+ * this size (or any map on one core) are counted by the calling thread
+ * alone; longer ones are cut into 8 MiB pieces at addresses that are
+ * multiples of 8 MiB, which the calling thread and the threads of the
+ * default pool take one after another until none is left. Given for
+ * tests and tuning; the result never depends on it.
  */
 #define CONC_MMAP_COUNT_CHUNK (4 << 20)
 
@@ -878,7 +878,9 @@ enum conc_status conc_mmap_rfind(const struct conc_mmap *map, const void *needle
  * end with `'\n'`. That is exactly how many lines a `conc_mmap_readline`
  * loop returns, without moving the cursor. It is the fast path: vector
  * instructions, and on maps of at least twice `CONC_MMAP_COUNT_CHUNK`
- * bytes one thread per chunk, up to the number of cores.
+ * bytes every core: the calling thread and the default pool's threads
+ * count 8 MiB pieces, each taking the next one when done, so a core
+ * busy with other work holds back the end by one piece at most.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `lines` is NULL;
  * `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
