@@ -508,8 +508,6 @@ impl Shared {
     }
 }
 
-/// Drops the queue's reference of a task taken out of a queue by someone
-/// other than `find_task`.
 // ---------------------------------------------------------------------------
 // Thread-local context.
 
@@ -746,8 +744,7 @@ fn spin_for_work(pool: &Shared) -> bool {
             return true;
         }
         let now = futex::now();
-        let ns = (now.tv_sec - start.tv_sec) as i64 * 1_000_000_000
-            + (now.tv_nsec - start.tv_nsec) as i64;
+        let ns = (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec);
         if ns >= IDLE_SPIN_NS as i64 {
             return false;
         }
@@ -1660,7 +1657,7 @@ pub unsafe extern "C" fn conc_parallel_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::CONC_OK;
+    use crate::error::{CONC_ERR_TIMED_OUT, CONC_OK};
     use std::sync::atomic::AtomicUsize;
 
     unsafe extern "C" fn echo(arg: *mut c_void) -> *mut c_void {
@@ -1731,8 +1728,8 @@ mod tests {
         // SAFETY: ctx is the counter array below.
         let hits = unsafe { &*(ctx as *const Vec<AtomicUsize>) };
         assert!(b < e);
-        for i in b..e {
-            hits[i].fetch_add(1, Relaxed);
+        for h in &hits[b..e] {
+            h.fetch_add(1, Relaxed);
         }
     }
 
@@ -1758,6 +1755,121 @@ mod tests {
                 }
             }
         }
+    }
+
+    static GATE: AtomicBool = AtomicBool::new(false);
+
+    unsafe extern "C" fn wait_gate(arg: *mut c_void) -> *mut c_void {
+        while !GATE.load(SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        arg
+    }
+
+    #[test]
+    fn join_timeout_leaves_the_task_joinable_and_racing_joins_have_one_winner() {
+        let mut p = ptr::null_mut();
+        // SAFETY: valid out pointer.
+        assert_eq!(unsafe { conc_pool_create(&mut p, 1) }, CONC_OK);
+        GATE.store(false, SeqCst);
+        let t = spawn(p, wait_gate, 9);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut r = 1 as *mut c_void;
+        // SAFETY: valid out pointer.
+        assert_eq!(
+            unsafe { conc_task_join_timeout(t, 30, &mut r) },
+            CONC_ERR_TIMED_OUT
+        );
+        assert_eq!(r as usize, 1);
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { conc_task_join_timeout(t, 0, &mut r) },
+            CONC_ERR_TIMED_OUT
+        );
+        let winners = AtomicUsize::new(0);
+        let refused = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut r = ptr::null_mut();
+                    // SAFETY: valid out pointer.
+                    match unsafe { conc_task_join(t, &mut r) } {
+                        CONC_OK => {
+                            assert_eq!(r as usize, 9);
+                            winners.fetch_add(1, SeqCst);
+                        }
+                        CONC_ERR_INVALID_STATE => {
+                            refused.fetch_add(1, SeqCst);
+                        }
+                        other => panic!("unexpected status {other:?}"),
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            GATE.store(true, SeqCst);
+        });
+        assert_eq!(winners.load(SeqCst), 1);
+        assert_eq!(refused.load(SeqCst), 3);
+        // SAFETY: an open pool.
+        assert_eq!(unsafe { conc_pool_close(p) }, CONC_OK);
+    }
+
+    #[test]
+    fn close_waits_and_handles_outlive_the_pool() {
+        let mut p = ptr::null_mut();
+        // SAFETY: valid out pointer.
+        assert_eq!(unsafe { conc_pool_create(&mut p, 2) }, CONC_OK);
+        let ts: Vec<_> = (0..50).map(|i| spawn(p, echo, i)).collect();
+        // SAFETY: an open pool.
+        assert_eq!(unsafe { conc_pool_close(p) }, CONC_OK);
+        for (i, t) in ts.into_iter().enumerate() {
+            assert!(t.id != 0);
+            // Finished before the close returned.
+            let mut r = ptr::null_mut();
+            // SAFETY: valid out pointer.
+            assert_eq!(unsafe { conc_task_join_timeout(t, 0, &mut r) }, CONC_OK);
+            assert_eq!(r as usize, i);
+        }
+        let mut t = conc_task { id: 5 };
+        // SAFETY: a closed pool is refused without being touched.
+        assert_eq!(
+            unsafe { conc_task_spawn(&mut t, p, Some(echo), ptr::null_mut()) },
+            CONC_ERR_INVALID_STATE
+        );
+        assert_eq!(t.id, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { conc_pool_threads(p) }, 0);
+        let forged = 0x1230 as *mut conc_pool;
+        // SAFETY: forged handles are refused without being touched.
+        assert_eq!(
+            unsafe { conc_parallel_for(forged, 0, 1, 1, Some(count), ptr::null_mut()) },
+            CONC_ERR_INVALID_STATE
+        );
+    }
+
+    #[test]
+    fn ids_are_unique_and_not_neighbours() {
+        let ts: Vec<_> = (0..1000).map(|i| spawn(ptr::null_mut(), echo, i)).collect();
+        let mut ids: Vec<u64> = ts.iter().map(|t| t.id).collect();
+        for w in ids.windows(2) {
+            assert!(w[0].abs_diff(w[1]) > 1 << 20);
+        }
+        for t in &ts {
+            let forged = conc_task {
+                id: t.id.wrapping_add(1),
+            };
+            // SAFETY: NULL result.
+            assert_eq!(
+                unsafe { conc_task_join(forged, ptr::null_mut()) },
+                CONC_ERR_INVALID_STATE
+            );
+        }
+        for t in ts {
+            join_ok(t);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 1000);
     }
 
     #[test]
