@@ -965,16 +965,29 @@ pub(crate) fn fork_child() {
         FORK_GEN.fetch_add(1, SeqCst);
         let old = DEFAULT.swap(ptr::null_mut(), SeqCst);
         if !old.is_null() {
-            // SAFETY: the default pool is never freed.
-            let o = unsafe { &*old };
-            o.orphan_next.store(ORPHANS.load(Relaxed), Relaxed);
-            ORPHANS.store(old, Relaxed);
+            orphan(old);
         }
         // Only this thread exists now, and it holds these locks.
         for s in REGISTRY.iter() {
             s.map.word.store(0, SeqCst);
         }
         DEFAULT_LOCK.word.store(0, SeqCst);
+    }
+}
+
+/// Keeps a pool from before a fork reachable, never to be used or freed
+/// (its locks and threads are the parent's). Called by the child's only
+/// thread in the fork hook, or by a close under the handle's rules.
+fn orphan(pool: *mut Shared) {
+    // SAFETY: the caller holds a reference it gives up to this list.
+    let o = unsafe { &*pool };
+    let mut head = ORPHANS.load(Relaxed);
+    loop {
+        o.orphan_next.store(head, Relaxed);
+        match ORPHANS.compare_exchange(head, pool, Release, Relaxed) {
+            Ok(_) => return,
+            Err(now) => head = now,
+        }
     }
 }
 
@@ -1426,8 +1439,12 @@ pub unsafe extern "C" fn conc_pool_close(pool: *mut conc_pool) -> conc_status {
         let p = handle::get(pool, OP, "pool")?;
         let shared = &*p.shared;
         if check_fork(shared, OP).is_err() {
-            // Its threads and locks are the parent's: leave it be.
-            std::mem::forget(handle::release(pool, OP, "pool")?);
+            // Its threads and locks are the parent's: leave it be (kept
+            // reachable, as the default pool forgotten by the fork is).
+            let conc_pool { shared } = *handle::release(pool, OP, "pool")?;
+            let p = shared.0.as_ptr();
+            std::mem::forget(shared);
+            orphan(p);
             return Ok(());
         }
         if inside(shared) {
