@@ -312,6 +312,10 @@ impl TaskPtr {
 struct Queue {
     tasks: Lock<VecDeque<TaskPtr>>,
     len: AtomicUsize,
+    /// Pushes so far (changed under the lock, so a plain store), for idle
+    /// workers to see activity even when a joiner takes its task back
+    /// before they look.
+    pushes: AtomicUsize,
 }
 
 impl Queue {
@@ -319,6 +323,7 @@ impl Queue {
         Queue {
             tasks: Lock::new(VecDeque::new()),
             len: AtomicUsize::new(0),
+            pushes: AtomicUsize::new(0),
         }
     }
 
@@ -332,6 +337,8 @@ impl Queue {
         })?;
         q.push_back(t);
         self.len.store(q.len(), Relaxed);
+        self.pushes
+            .store(self.pushes.load(Relaxed).wrapping_add(1), Relaxed);
         Ok(())
     }
 
@@ -746,14 +753,27 @@ fn worker_loop(pool: &Shared, me: usize) {
 }
 
 /// Spins at most [`IDLE_SPIN_NS`] until work is queued or the pool shuts
-/// down.
+/// down. Pushes it saw (even of tasks taken back by their joiners before
+/// it could look) restart the bound: work is still arriving.
 fn spin_for_work(pool: &Shared) -> bool {
-    let start = futex::now();
+    let pushes = || {
+        pool.queues
+            .iter()
+            .fold(0usize, |n, q| n.wrapping_add(q.pushes.load(Relaxed)))
+    };
+    let mut start = futex::now();
+    let mut seen = pushes();
     loop {
         if futex::spin_until(64, || pool.has_work() || pool.shutdown.load(Relaxed)) {
             return true;
         }
         let now = futex::now();
+        let latest = pushes();
+        if latest != seen {
+            seen = latest;
+            start = now;
+            continue;
+        }
         let ns = (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec);
         if ns >= IDLE_SPIN_NS as i64 {
             return false;
