@@ -1278,20 +1278,29 @@ fn parallel_for(
     let this = pool_ref(pool);
     pool.begin_pending();
     let helpers = (participants - 1).min(chunks - 1);
-    let mut tasks: Vec<TaskPtr> = Vec::new();
-    // Fewer helpers when memory is short: the caller does the rest.
-    if tasks.try_reserve_exact(helpers).is_ok() {
-        tsan::release(&job as *const Job as *const ());
-        for _ in 0..helpers {
-            match pool.push(&this, Work::For(&job)) {
-                Ok(t) => tasks.push(t),
-                Err(_) => break,
-            }
+    // The helpers' handles: on the stack for small pools (no allocation
+    // on the path of a tiny loop), else on the heap; fewer helpers when
+    // memory is short (the caller does the rest).
+    let mut small = [None::<TaskPtr>; 8];
+    let mut big: Vec<Option<TaskPtr>> = Vec::new();
+    let slots: &mut [Option<TaskPtr>] = if helpers <= small.len() {
+        &mut small[..helpers]
+    } else if big.try_reserve_exact(helpers).is_ok() {
+        big.resize(helpers, None);
+        &mut big[..]
+    } else {
+        &mut small[..]
+    };
+    tsan::release(&job as *const Job as *const ());
+    for slot in slots.iter_mut() {
+        match pool.push(&this, Work::For(&job)) {
+            Ok(t) => *slot = Some(t),
+            Err(_) => break,
         }
-        pool.notify();
     }
+    pool.notify();
     in_frame(pool, || job.work());
-    for &t in tasks.iter().rev() {
+    for &t in slots.iter().rev().flatten() {
         match take_back(t, CANCELLED) {
             Took::Exclusive => free_exclusive(t),
             Took::Claimed => t.release(),
