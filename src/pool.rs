@@ -311,6 +311,13 @@ impl TaskPtr {
 #[repr(align(128))]
 struct Queue {
     tasks: Lock<VecDeque<TaskPtr>>,
+    /// What idle workers poll, on its own cache line: their polling does
+    /// not take the lock's line away from the thread pushing and popping.
+    signal: Padded<Signal>,
+}
+
+struct Signal {
+    /// The queue's length, mirrored (stored under the lock).
     len: AtomicUsize,
     /// Pushes so far (changed under the lock, so a plain store), for idle
     /// workers to see activity even when a joiner takes its task back
@@ -322,8 +329,10 @@ impl Queue {
     fn new() -> Queue {
         Queue {
             tasks: Lock::new(VecDeque::new()),
-            len: AtomicUsize::new(0),
-            pushes: AtomicUsize::new(0),
+            signal: Padded(Signal {
+                len: AtomicUsize::new(0),
+                pushes: AtomicUsize::new(0),
+            }),
         }
     }
 
@@ -336,19 +345,20 @@ impl Queue {
             )
         })?;
         q.push_back(t);
-        self.len.store(q.len(), Relaxed);
-        self.pushes
-            .store(self.pushes.load(Relaxed).wrapping_add(1), Relaxed);
+        self.signal.len.store(q.len(), Relaxed);
+        self.signal
+            .pushes
+            .store(self.signal.pushes.load(Relaxed).wrapping_add(1), Relaxed);
         Ok(())
     }
 
     fn pop(&self, back: bool) -> Option<TaskPtr> {
-        if self.len.load(Relaxed) == 0 {
+        if self.signal.len.load(Relaxed) == 0 {
             return None;
         }
         let mut q = self.tasks.lock();
         let t = if back { q.pop_back() } else { q.pop_front() };
-        self.len.store(q.len(), Relaxed);
+        self.signal.len.store(q.len(), Relaxed);
         t
     }
 
@@ -358,7 +368,7 @@ impl Queue {
         let mut q = self.tasks.lock();
         if q.back() == Some(&t) {
             q.pop_back();
-            self.len.store(q.len(), Relaxed);
+            self.signal.len.store(q.len(), Relaxed);
             true
         } else {
             false
@@ -452,7 +462,7 @@ impl Shared {
     /// consistent loads: see `notify` and the worker's way to sleep.
     #[inline]
     fn has_work(&self) -> bool {
-        self.queues.iter().any(|q| q.len.load(SeqCst) != 0)
+        self.queues.iter().any(|q| q.signal.len.load(SeqCst) != 0)
     }
 
     /// Wakes a sleeping worker if no worker is looking for work already.
@@ -759,7 +769,7 @@ fn spin_for_work(pool: &Shared) -> bool {
     let pushes = || {
         pool.queues
             .iter()
-            .fold(0usize, |n, q| n.wrapping_add(q.pushes.load(Relaxed)))
+            .fold(0usize, |n, q| n.wrapping_add(q.signal.pushes.load(Relaxed)))
     };
     let mut start = futex::now();
     let mut seen = pushes();
