@@ -324,6 +324,12 @@ TEST(parallel_for_edges) {
     CHECK(atomic_load(&calls) == 0);
     CHECK_STATUS(conc_parallel_for(NULL, 0, 10, 1, NULL, NULL), CONC_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE_HAS("fn");
+    /* More helpers than conc keeps on the stack. */
+    conc_pool *big;
+    CHECK_OK(conc_pool_create(&big, 12));
+    CHECK(cover_once(big, 10, 1000, 1));
+    CHECK(cover_once(big, 10, 5, 1));
+    CHECK_OK(conc_pool_close(big));
 }
 
 static _Atomic long calls_on[2];
