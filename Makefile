@@ -6,6 +6,7 @@
 #   make test          header checks, examples, library and install checks,
 #                      the C++ tests, then cargo test (Rust + C tests)
 #   make bench         the benchmarks in benches/, each against its baseline
+#   make bench-deps    installs the optional baselines (Boost, TBB) with apt-get
 #   make sanitize      C tests and examples under ASan+UBSan, thread ones under TSan
 #   make valgrind      C tests and examples under valgrind's memcheck
 #   make fuzz          each fuzz target for FUZZ_SECONDS (needs cargo-fuzz)
@@ -40,8 +41,8 @@ EXAMPLE_C   := $(wildcard c_examples/*.c)
 EXAMPLE_CXX := $(wildcard c_examples/*.cpp)
 EXAMPLES    := $(sort $(patsubst c_examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_C)) \
                       $(patsubst c_examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX)))
-BENCHES     := $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c))
-BENCHES     += $(patsubst benches/%.cpp,$(BUILD)/benches/%,$(wildcard benches/*.cpp))
+BENCHES     := $(sort $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c)) \
+                      $(patsubst benches/%.cpp,$(BUILD)/benches/%,$(wildcard benches/*.cpp)))
 
 # The version, from Cargo.toml (the one source of truth).
 VERSION       := $(shell awk '/^\[/ { p = ($$0 == "[package]") } p && /^version *=/ { gsub(/^[^"]*"|".*$$/, ""); print; exit }' Cargo.toml)
@@ -60,7 +61,7 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CMAKEDIR     ?= $(LIBDIR)/cmake/conc
 DESTDIR      ?=
 
-.PHONY: all lib examples run-examples test check-header header-compile bench clean FORCE
+.PHONY: all lib examples run-examples test check-header header-compile bench bench-deps clean FORCE
 .PHONY: install uninstall packaging check-symbols compiler-matrix test-cpp test-install print-version
 .PHONY: sanitize sanitize-asan sanitize-tsan valgrind fuzz mpi-example
 
@@ -195,7 +196,9 @@ $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
 
-# C++ benchmarks (baselines such as TBB, linked when their header exists).
+# C++ benchmarks (C++17); optional baselines such as Boost and TBB are
+# detected with __has_include, so they build without them and print a skip
+# note. TBB's library is linked when its header exists.
 TBB_LIBS = $(shell printf '\043include <tbb/task_group.h>\n' | $(CXX) -std=c++17 -E -x c++ - >/dev/null 2>&1 && echo -ltbb)
 $(BUILD)/benches/%: benches/%.cpp $(LIB) include/conc.h include/conc.hpp
 	@mkdir -p $(@D)
@@ -205,6 +208,13 @@ $(BUILD)/benches/%: benches/%.cpp $(LIB) include/conc.h include/conc.hpp
 $(BUILD)/benches/bench_pool: benches/bench_pool.c benches/report.h $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 -fopenmp $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+# The optional baselines of the benchmarks, from Debian's packages (as
+# root, or through sudo). No test needs them.
+APT_SUDO  = $(if $(filter 0,$(shell id -u)),,sudo)
+bench-deps:
+	$(APT_SUDO) apt-get update
+	$(APT_SUDO) apt-get install -y libboost-dev libtbb-dev
 
 # Benchmarks run from the top of the repository; some time the examples
 # in build/examples as whole processes.
@@ -304,8 +314,10 @@ TSAN_FLAGS  := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 
 ASAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/asan/%,$(C_TESTS))
 ASAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/asan/examples/%,$(EXAMPLES))
-# Threads under TSan: the thread and stress tests and the thread examples.
-TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(filter %/test_thread.c %/test_stress.c %/test_pool.c,$(C_TESTS)))
+# Threads under TSan: the C tests that use threads, and the thread examples.
+# A C test that uses threads says so with the line "make sanitize: tsan"
+# in its opening comment.
+TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(shell grep -l 'make sanitize: tsan' $(C_TESTS)))
 TSAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/tsan/examples/%,$(foreach e,$(EXAMPLES),$(if $(findstring thread,$(notdir $(e))),$(e))))
 
 # halt_on_error: the first report ends the process, so it counts even in a
@@ -346,8 +358,24 @@ sanitize: sanitize-asan sanitize-tsan
 sanitize-asan: $(ASAN_TESTS) $(ASAN_EXAMPLES)
 	@$(ASAN_ENV) tests/tools/run_checked.sh asan+ubsan $(SAN)/asan/logs -- $^
 
-sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES)
-	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $^
+# The other direction: test_sync_tsan.c built with -DRACY forgets its
+# mutex, and ThreadSanitizer must report the race (so the build fails).
+TSAN_RACY := $(SAN)/tsan/test_sync_tsan_racy
+
+$(TSAN_RACY): tests/c/test_sync_tsan.c tests/c/check.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(TSAN_FLAGS) -DRACY $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES) $(TSAN_RACY)
+	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $(TSAN_TESTS) $(TSAN_EXAMPLES)
+	@mkdir -p $(SAN)/tsan/logs; log=$(SAN)/tsan/logs/test_sync_tsan_racy.log; \
+	if (cd tests/c && $(TSAN_ENV) $(abspath $(TSAN_RACY))) >$$log 2>&1; then \
+	  cat $$log; echo "FAILED tsan: the racy build of test_sync_tsan passed"; exit 1; \
+	elif grep -q 'WARNING: ThreadSanitizer: data race' $$log; then \
+	  echo "ok     tsan reports the forgotten lock of test_sync_tsan -DRACY"; \
+	else \
+	  cat $$log; echo "FAILED tsan: no data race reported for test_sync_tsan -DRACY"; exit 1; \
+	fi
 
 # memcheck on the same programs as `make test` builds them (-O2 -g): the
 # C tests (built here) and the examples. Forked children are checked too

@@ -21,6 +21,7 @@
 
 pub mod error;
 pub mod ffi;
+mod fork;
 pub mod handle;
 pub mod list;
 pub mod mmap;

@@ -403,6 +403,9 @@ impl crate::handle::Object for conc_shm {
 /// free space of `/dev/shm` is outside what this can check.) When create
 /// fails, no name is left behind.
 ///
+/// Segments live in `/dev/shm`: on a system without it (some minimal
+/// containers) create gives `CONC_ERR_NOT_FOUND`.
+///
 /// On success `*out` is the new handle, owned by the caller until
 /// `conc_shm_close`; the segment itself stays until `conc_shm_unlink`.
 /// On failure `*out` is NULL.

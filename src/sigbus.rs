@@ -11,8 +11,8 @@
 //!   protection of its pages, and a `hit` flag.
 //! - Every access conc makes to a map's pages runs inside
 //!   [`Region::access`], which stores the region's address in a
-//!   thread-local slot before the access and clears it after: two
-//!   thread-local stores, with signal fences so the compiler keeps the
+//!   thread-local slot before the access and puts the previous value back
+//!   after: two thread-local stores (and a load), with signal fences so the compiler keeps the
 //!   accesses between them. Every thread that reads does it, including the
 //!   threads `conc_mmap_count_lines` counts on.
 //! - A SIGBUS handler, installed once ([`install`], on the first map),
@@ -36,7 +36,12 @@
 //!
 //! The handler is async-signal-safe: it reads atomics, calls `mmap`,
 //! `sigaction`, `pthread_sigmask` and `raise`, and saves and restores
-//! `errno`. A program that installs its own SIGBUS handler after its first
+//! `errno`. The thread-local slot is a plain `#[thread_local]` word: in a
+//! program linked with libconc.a, or with libconc.so at start-up, reading
+//! it is a load from the thread's TLS block. (Only a libconc.so loaded
+//! later with `dlopen` has lazily allocated TLS: there, a SIGBUS on a
+//! thread that never called conc makes glibc allocate the slot inside the
+//! handler, which glibc's `__tls_get_addr` does with `malloc`.) A program that installs its own SIGBUS handler after its first
 //! map replaces conc's (conc's calls then fault into it) unless it chains
 //! to the handler it replaced.
 
@@ -44,8 +49,7 @@ use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_void};
 use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// The address range of one map's OS mapping, as the SIGBUS handler sees
 /// it, and whether a fault in it was repaired with zeros.
@@ -63,14 +67,16 @@ thread_local! {
     static CURRENT: AtomicPtr<Region> = const { AtomicPtr::new(ptr::null_mut()) };
 }
 
-/// Clears the thread's slot when the access ends, also by a panic.
-struct Clear;
+/// Puts the thread's slot back as it was when the access ends, also by a
+/// panic (an access nested in a signal handler that interrupted another
+/// one restores the outer one's region).
+struct Restore(*mut Region);
 
-impl Drop for Clear {
+impl Drop for Restore {
     #[inline(always)]
     fn drop(&mut self) {
         compiler_fence(Ordering::SeqCst);
-        CURRENT.with(|c| c.store(ptr::null_mut(), Ordering::Relaxed));
+        CURRENT.with(|c| c.store(self.0, Ordering::Relaxed));
     }
 }
 
@@ -103,9 +109,13 @@ impl Region {
     /// announced to the SIGBUS handler. Check [`Region::hit`] afterwards.
     #[inline(always)]
     pub fn access<R>(&self, f: impl FnOnce() -> R) -> R {
-        CURRENT.with(|c| c.store(self as *const Region as *mut Region, Ordering::Relaxed));
+        let outer = CURRENT.with(|c| {
+            let outer = c.load(Ordering::Relaxed);
+            c.store(self as *const Region as *mut Region, Ordering::Relaxed);
+            outer
+        });
         compiler_fence(Ordering::SeqCst);
-        let _clear = Clear;
+        let _restore = Restore(outer);
         f()
     }
 }
@@ -114,7 +124,8 @@ impl Region {
 /// installed, then only read.
 struct Previous(UnsafeCell<MaybeUninit<libc::sigaction>>);
 
-// SAFETY: written once inside `INSTALL` before the handler that reads it
+// SAFETY: written once, by the thread that wins `STATE`, before the
+// handler that reads it
 // is installed; read-only afterwards.
 unsafe impl Sync for Previous {}
 
@@ -123,35 +134,58 @@ static PREVIOUS: Previous = Previous(UnsafeCell::new(MaybeUninit::uninit()));
 /// default action applies from then on.
 static PREVIOUS_RESET: AtomicBool = AtomicBool::new(false);
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
-static INSTALL: Once = Once::new();
+/// 0: not installed; 1: being installed by some thread; 2: done (or
+/// failed: conc's calls then keep mmap's plain behaviour).
+static STATE: AtomicU8 = AtomicU8::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Installs conc's SIGBUS handler, once per process (on the first map).
-/// If it cannot be installed, conc's calls keep mmap's plain behaviour.
+///
+/// Not a `Once`: a raw `fork()` while another thread installs would leave
+/// the child's `Once` held for ever, and every map of the child blocked.
+/// Here the loser of the race waits a bounded time, then goes on (in such
+/// a child, without the protection, as before 0.2).
 pub fn install() {
-    INSTALL.call_once(|| {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if page > 0 {
-            PAGE.store(page as usize, Ordering::Relaxed);
-        }
-        // SAFETY: PREVIOUS is written here only, before our handler (its
-        // only reader) is installed; sigaction with a NULL new action only
-        // reads the current one.
-        unsafe {
-            let previous = (*PREVIOUS.0.get()).as_mut_ptr();
-            if libc::sigaction(libc::SIGBUS, ptr::null(), previous) != 0 {
+    if STATE.load(Ordering::Acquire) == 2 {
+        return;
+    }
+    if STATE
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
+        .is_err()
+    {
+        for _ in 0..10_000 {
+            if STATE.load(Ordering::Acquire) == 2 {
                 return;
             }
+            std::thread::yield_now();
+        }
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page > 0 {
+        PAGE.store(page as usize, Ordering::Relaxed);
+    }
+    // SAFETY: PREVIOUS is written here only (STATE makes this thread the
+    // only writer), before our handler, its only reader, is installed;
+    // sigaction with a NULL new action only reads the current one.
+    unsafe {
+        let previous = (*PREVIOUS.0.get()).as_mut_ptr();
+        if libc::sigaction(libc::SIGBUS, ptr::null(), previous) == 0 {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_sigbus as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+            // SA_ONSTACK: on the thread's alternate stack when it has one;
+            // the previous handler's SA_RESTART, so that a SIGBUS sent to
+            // the process interrupts system calls as it did before.
+            action.sa_flags =
+                libc::SA_SIGINFO | libc::SA_ONSTACK | ((*previous).sa_flags & libc::SA_RESTART);
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(libc::SIGBUS, &action, ptr::null_mut()) == 0 {
                 INSTALLED.store(true, Ordering::Relaxed);
             }
         }
-    });
+    }
+    STATE.store(2, Ordering::Release);
 }
 
 /// Whether conc's handler was installed (for tests).

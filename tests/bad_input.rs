@@ -37,13 +37,19 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_thread_spawn_with", "options"),
     ("conc_thread_spawn_with", "arg"),
     ("conc_thread_join", "result"),
+    ("conc_thread_join_timeout", "result"),
     ("conc_process_spawn", "arg"),
     ("conc_process_join", "exit_code"),
+    ("conc_process_join_timeout", "exit_code"),
     ("conc_shm_create", "name"),
     ("conc_list_create", "name"),
     ("conc_mmap_close", "map"),
     ("conc_shm_close", "shm"),
     ("conc_list_close", "list"),
+    ("conc_barrier_wait", "is_leader"),
+    ("conc_list_add_i64", "previous"),
+    ("conc_list_compare_exchange_i64", "actual"),
+    ("conc_list_create_bytes", "name"),
 ];
 
 /// Parameters that are NULL-able only together with a zero length: the
@@ -52,6 +58,8 @@ const OPTIONAL: &[(&str, &str)] = &[
 const NULL_WITH_ZERO_LEN: &[(&str, &str, &str)] = &[
     ("conc_mmap_find", "needle", "needle_len"),
     ("conc_mmap_rfind", "needle", "needle_len"),
+    ("conc_list_set_bytes", "data", "n"),
+    ("conc_list_get_bytes", "buf", "buf_size"),
     ("conc_mmap_read", "buf", "count"),
     ("conc_mmap_write", "data", "count"),
 ];
@@ -68,7 +76,15 @@ const SCALARS: &[(&str, &str)] = &[
     ("index", "0"),
     ("value", "0"),
     ("milliseconds", "0"),
+    ("timeout_ms", "60000"), // long enough for the fixture to end
+    ("signal", "0"),
     ("count", "1"),
+    ("delta", "1"),
+    ("expected", "0"),
+    ("desired", "1"),
+    ("item_size", "8"),
+    ("n", "1"),
+    ("buf_size", "1"),
     ("byte", "0"),
     ("dest", "0"),
     ("src", "0"),
@@ -531,6 +547,12 @@ impl Gen<'_> {
             return Err(format!("unknown handle type `{}` for `out`", p.raw));
         }
         if p.stars == 1 {
+            // The byte-string list calls need a byte-string list.
+            if p.base == "conc_list" && f.name.contains("_bytes") {
+                c.setup = format!("conc_list *{v} = fx_bytes_list();");
+                c.cleanup = format!("fx_list_done({v});");
+                return Ok(c);
+            }
             if let Some(o) = OPAQUES.iter().find(|o| o.ty == p.base) {
                 c.setup = subst(o.make, &v);
                 c.cleanup = subst(o.release, &v);
@@ -542,21 +564,28 @@ impl Gen<'_> {
                     c.expr = format!("&{v}");
                     return Ok(c);
                 }
+                // The synchronization objects: plain structs, all-zero
+                // bytes ready (a barrier needs its count).
+                ("conc_mutex" | "conc_cond" | "conc_sem" | "conc_event" | "conc_barrier", _, _) => {
+                    c.setup = format!("conc_{0} {v}; memset(&{v}, 0, sizeof {v});", &p.base[5..]);
+                    if p.base == "conc_barrier" {
+                        c.setup
+                            .push_str(&format!(" CHECK_OK(conc_barrier_init(&{v}, 1));"));
+                    }
+                    c.expr = format!("&{v}");
+                    return Ok(c);
+                }
                 ("void", "arg", false) => {
                     c.expr = "(void *)&fx_sentinel".into();
                     return Ok(c);
                 }
-                ("void", "needle", true) => {
-                    c.expr = "\"a\"".into();
-                    return Ok(c);
-                }
-                ("void", "data", true) => {
+                ("void", "needle" | "data", true) => {
                     c.expr = "\"a\"".into();
                     return Ok(c);
                 }
                 ("void", "buf", false) => {
-                    c.setup = format!("unsigned char {v}[64];");
-                    c.expr = v.to_string();
+                    c.setup = format!("char {v}[8]; memset({v}, 0x5a, sizeof {v});");
+                    c.on_fail = format!("CHECK(fx_all_5a({v}, sizeof {v}));");
                     return Ok(c);
                 }
                 ("char", "path", true) => {
@@ -922,6 +951,13 @@ static conc_list *fx_list(void) {
     CHECK_OK(conc_list_create(&l, name, CONC_TYPE_I64, 4));
     return l;
 }
+static conc_list *fx_bytes_list(void) {
+    char name[64];
+    fx_fresh_name(name);
+    conc_list *l = NULL;
+    CHECK_OK(conc_list_create_bytes(&l, name, 4, 8));
+    return l;
+}
 static void fx_list_done(conc_list *l) {
     if (!l) return;
     (void)conc_list_unlink(l);
@@ -1115,7 +1151,7 @@ typedef enum conc_status { CONC_OK = 0, CONC_ERR_INVALID_ARGUMENT = 1 } conc_sta
 typedef enum conc_mode { CONC_MODE_A = 0, CONC_MODE_B = 1 } conc_mode;
 typedef struct conc_widget conc_widget;
 /** Frobs. */
-enum conc_status conc_widget_frob(struct conc_widget *widget, size_t frobs);
+enum conc_status conc_widget_frob(struct conc_widget *widget, size_t frob_count);
 /** Twiddles. */
 struct conc_widget conc_widget_get(const struct conc_widget *widget);
 /** Sets a mode. */
@@ -1130,7 +1166,7 @@ enum conc_status conc_fine(conc_mode mode, int64_t *position);
     let all = errors.join("\n");
     for want in [
         "conc_widget_frob: no fixture for the parameter `struct conc_widget * widget`",
-        "conc_widget_frob: no valid value for the scalar `size_t frobs`",
+        "conc_widget_frob: no valid value for the scalar `size_t frob_count`",
         "conc_widget_get: unknown return type",
         "conc_widget_mode: returns nothing but takes a pointer",
         "conc_widget_mode: no rule for an out-of-range `mode`",
