@@ -1735,6 +1735,12 @@ fn newlines_split(
 /// the default pool (and the caller) takes the next piece when it is done
 /// with one, so a thread slowed down by other work on its core counts
 /// fewer pieces instead of holding back the end. A multiple of 2 MiB.
+///
+/// Measured on the 2-core development machine (shared, load 2-6), 880 MB
+/// file, whole processes against `wc -l`: with a spinning process on the
+/// other core 0.43x against 0.50x for one share per core (paired median
+/// of 15 rounds 0.87; 0.36x against 0.41x at load 6); quiet, the same
+/// 0.34x either way. Pieces of 2, 4, 16 or 64 MiB measured alike.
 const COUNT_PIECE: usize = 8 << 20;
 
 /// Piece `i` of the pieces `data` is cut into: boundaries at the addresses
