@@ -222,11 +222,18 @@ $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
 
-# C++ benchmarks (C++17); optional baselines such as Boost are detected
-# with __has_include, so they build without them and print a skip note.
+# C++ benchmarks (C++17); optional baselines such as Boost and TBB are
+# detected with __has_include, so they build without them and print a skip
+# note. TBB's library is linked when its header exists.
+TBB_LIBS = $(shell printf '\043include <tbb/task_group.h>\n' | $(CXX) -std=c++17 -E -x c++ - >/dev/null 2>&1 && echo -ltbb)
 $(BUILD)/benches/%: benches/%.cpp $(LIB) include/conc.h include/conc.hpp
 	@mkdir -p $(@D)
-	$(CXX) $(EX_CXXFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
+	$(CXX) $(EX_CXXFLAGS) -O2 $< -o $@ $(LIB) $(TBB_LIBS) $(NATIVE_LIBS)
+
+# The pool benchmark's OpenMP baselines.
+$(BUILD)/benches/bench_pool: benches/bench_pool.c benches/report.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(EX_CFLAGS) -O2 -fopenmp $< -o $@ $(LIB) $(NATIVE_LIBS)
 
 # The optional baselines of the benchmarks, from Debian's packages (as
 # root, or through sudo). No test needs them.

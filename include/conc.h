@@ -29,14 +29,19 @@
 
 
 /**
- * How `conc_mmap_count_lines` shares out a map: it uses
- * `len / CONC_MMAP_COUNT_CHUNK` threads (the calling one included), at
- * least 1 and at most the number of cores, thread `i` of `n` counting the
- * bytes `len * i / n` to `len * (i + 1) / n`. So maps shorter than twice
- * this size are counted by the calling thread alone. Given for tests and
- * tuning; the result never depends on it.
+ * How `conc_mmap_count_lines` shares out a map: maps shorter than twice
+ * this size (or any map on one core) are counted by the calling thread
+ * alone; longer ones are cut into 8 MiB pieces at addresses that are
+ * multiples of 8 MiB, which the calling thread and the threads of the
+ * default pool take one after another until none is left. Given for
+ * tests and tuning; the result never depends on it.
  */
 #define CONC_MMAP_COUNT_CHUNK (4 << 20)
+
+/**
+ * The stack of each pool thread: helping runs nested tasks on it.
+ */
+#define STACK_SIZE (64 << 20)
 
 /**
  * The largest count of a `conc_sem` (2^31 − 1).
@@ -265,6 +270,15 @@ typedef struct conc_list conc_list;
 typedef struct conc_mmap conc_mmap;
 
 /**
+ * A thread pool: a fixed set of threads that run tasks
+ * (`conc_task_spawn`) and share out loops (`conc_parallel_for`). Made by
+ * `conc_pool_create`, released by `conc_pool_close`. Every function
+ * taking a pool accepts NULL for the *default pool*, made on first use
+ * with `conc_cpu_count()` threads and never closed.
+ */
+typedef struct conc_pool conc_pool;
+
+/**
  * A queue between processes in a named shared memory segment. Made by
  * `conc_queue_create` or `conc_queue_open`, released by
  * `conc_queue_close`.
@@ -277,6 +291,34 @@ typedef struct conc_queue conc_queue;
  * `conc_shm_create` or `conc_shm_open`, released by `conc_shm_close`.
  */
 typedef struct conc_shm conc_shm;
+
+/**
+ * A task handle: a small value that may be copied freely, like
+ * `conc_thread`. Exactly one `conc_task_join` (or successful
+ * `conc_task_join_timeout`) of it, or of any copy, succeeds; afterwards
+ * every copy is refused with `CONC_ERR_INVALID_STATE`. Id 0 is never
+ * valid.
+ */
+typedef struct conc_task {
+    /**
+     * Opaque: compare handles by it, never compute one.
+     */
+    uint64_t id;
+} conc_task;
+
+/**
+ * The function a new thread runs, with the same shape as a pthread start
+ * routine: it receives the `arg` given to `conc_thread_spawn`, and what it
+ * returns is handed to `conc_thread_join`. A thread may also end with
+ * `pthread_exit(value)`, which `conc_thread_join` reports the same way.
+ */
+typedef void *(*conc_thread_fn)(void *arg);
+
+/**
+ * The function `conc_parallel_for` calls on each range `[begin, end)`,
+ * with the `ctx` it was given.
+ */
+typedef void (*conc_for_fn)(size_t begin, size_t end, void *ctx);
 
 /**
  * A child process made by `conc_process_spawn`: a small copyable value,
@@ -453,14 +495,6 @@ typedef struct conc_thread {
      */
     uint64_t id;
 } conc_thread;
-
-/**
- * The function a new thread runs, with the same shape as a pthread start
- * routine: it receives the `arg` given to `conc_thread_spawn`, and what it
- * returns is handed to `conc_thread_join`. A thread may also end with
- * `pthread_exit(value)`, which `conc_thread_join` reports the same way.
- */
-typedef void *(*conc_thread_fn)(void *arg);
 
 /**
  * How to start a thread (`conc_thread_spawn_with`). Zero-initialise it
@@ -1167,7 +1201,9 @@ enum conc_status conc_mmap_rfind(const struct conc_mmap *map, const void *needle
  * end with `'\n'`. That is exactly how many lines a `conc_mmap_readline`
  * loop returns, without moving the cursor. It is the fast path: vector
  * instructions, and on maps of at least twice `CONC_MMAP_COUNT_CHUNK`
- * bytes one thread per chunk, up to the number of cores.
+ * bytes every core: the calling thread and the default pool's threads
+ * count 8 MiB pieces, each taking the next one when done, so a core
+ * busy with other work holds back the end by one piece at most.
  *
  * Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `lines` is NULL;
  * `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
@@ -1210,6 +1246,127 @@ enum conc_status conc_mmap_flush(struct conc_mmap *map);
  * other thread may be using the map.
  */
 enum conc_status conc_mmap_close(struct conc_mmap *map);
+
+/**
+ * Makes a pool of `threads` threads (0: `conc_cpu_count()`) and stores
+ * it in `*out`. All its threads are started before it returns; each has
+ * a 64 MiB stack (address space, used as needed), which nested tasks
+ * share (see `conc_task_join`).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` is NULL;
+ * `CONC_ERR_RESOURCE_EXHAUSTED` when memory or threads run out (or
+ * `threads` is over 4096): then no thread is left running and `*out` is
+ * NULL.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+enum conc_status conc_pool_create(struct conc_pool **out, size_t threads);
+
+/**
+ * The number of threads of `pool`; NULL: of the default pool (what it
+ * has, or will be made with). 0 for a closed or forged pool.
+ *
+ * # Safety
+ * `pool` must be NULL or a pointer conc may check.
+ */
+size_t conc_pool_threads(const struct conc_pool *pool);
+
+/**
+ * Closes a pool: refuses new spawns from outside the pool's tasks, waits
+ * until every task queued on it has finished (tasks that are running may
+ * still spawn subtasks, which it waits for too), ends its threads and
+ * frees it. Handles of tasks not yet joined stay joinable and keep their
+ * results. Returns after the pool's threads have ended. Closing NULL is a
+ * no-op (the default pool is never closed). A pool made before a `fork`,
+ * closed in the child, only has its handle released.
+ *
+ * Errors: `CONC_ERR_DEADLOCK` when called from a task (or a
+ * `conc_parallel_for` range) running on this pool; `CONC_ERR_INVALID_STATE`
+ * if `pool` is closed or forged, or another thread is closing it.
+ *
+ * # Safety
+ * `pool` must be NULL or a pointer conc may check.
+ */
+enum conc_status conc_pool_close(struct conc_pool *pool);
+
+/**
+ * Queues `fn(arg)` to run on one of the pool's threads (`pool` NULL: the
+ * default pool) and stores the task's handle in `*out`. Join it with
+ * `conc_task_join` to get what `fn` returned. `fn` must return normally
+ * (not with `pthread_exit`).
+ *
+ * A task may itself spawn and join tasks and run `conc_parallel_for`, on
+ * its own pool, to any depth, even on a pool of one thread: waiting
+ * threads run queued work meanwhile.
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `out` or `fn` is NULL;
+ * `CONC_ERR_INVALID_STATE` if `pool` is closed, forged, made before a
+ * `fork`, or being closed (spawns from the pool's own running tasks are
+ * still accepted then); `CONC_ERR_RESOURCE_EXHAUSTED` when memory (or,
+ * for the default pool's first use, threads) runs out. On failure `*out`
+ * is the zero handle.
+ *
+ * # Safety
+ * `out` must be NULL or writable; `pool` NULL or a pointer conc may
+ * check; `fn(arg)` must be safe to call on another thread.
+ */
+enum conc_status conc_task_spawn(struct conc_task *out, struct conc_pool *pool, conc_thread_fn fn, void *arg);
+
+/**
+ * Waits for the task to finish and stores what its function returned in
+ * `*result` (if `result` is not NULL). While it waits, the calling thread
+ * runs queued tasks of the same pool (a still-queued `task` itself first),
+ * so joins nest without deadlock; those run on the caller's stack. The
+ * nesting limit is the stack: about 100,000 levels of a small task that
+ * spawns and joins the next on a pool thread (64 MiB stacks); a thread
+ * outside the pool has its own stack's limit (about 12,000 such levels in
+ * an 8 MiB stack). Deeper nesting overflows the stack (SIGSEGV).
+ *
+ * Errors: `CONC_ERR_INVALID_STATE` if the handle is not joinable (already
+ * joined, a copy of a joined handle, zero, forged, from before a `fork`,
+ * or being joined by another thread: of racing joiners exactly one wins).
+ *
+ * # Safety
+ * `result` must be NULL or writable.
+ */
+enum conc_status conc_task_join(struct conc_task task, void **result);
+
+/**
+ * Like `conc_task_join`, waiting at most `timeout_ms` milliseconds
+ * (0 polls once). A task still queued is run by the caller; a thread of
+ * the pool also runs other queued tasks while it waits, so it may return
+ * later than the timeout.
+ *
+ * Errors: as `conc_task_join`, plus `CONC_ERR_TIMED_OUT` when the task
+ * has not finished in time: nothing changed, the task stays joinable and
+ * `*result` is untouched.
+ *
+ * # Safety
+ * `result` must be NULL or writable.
+ */
+enum conc_status conc_task_join_timeout(struct conc_task task, uint64_t timeout_ms, void **result);
+
+/**
+ * Calls `fn(b, e, ctx)` on disjoint, non-empty ranges `[b, e)` that
+ * together cover `[begin, end)` exactly once, on the pool's threads and
+ * the calling thread (`pool` NULL: the default pool), and returns when
+ * all of them have returned. `grain` is the most indices one call gets;
+ * 0 lets conc choose (about 16 ranges per thread, so that uneven work
+ * balances). Ranges are handed out in increasing order to whichever
+ * thread is free. `begin >= end`: `CONC_OK` without calling `fn`. May be
+ * called from a task, nested to any depth (see `conc_task_join`).
+ *
+ * Errors: `CONC_ERR_INVALID_ARGUMENT` if `fn` is NULL;
+ * `CONC_ERR_INVALID_STATE` if `pool` is closed, forged, made before a
+ * `fork`, or being closed (calls from the pool's own tasks are still
+ * accepted then).
+ *
+ * # Safety
+ * `pool` must be NULL or a pointer conc may check; `fn` must be safe to
+ * call concurrently from several threads with `ctx`.
+ */
+enum conc_status conc_parallel_for(struct conc_pool *pool, size_t begin, size_t end, size_t grain, conc_for_fn fn, void *ctx);
 
 /**
  * Starts a child process: a fork of the caller that runs `fn(arg)`,

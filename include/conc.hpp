@@ -34,6 +34,7 @@
 
 #include "conc.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -1983,6 +1984,270 @@ private:
 
     conc_queue* queue_ = nullptr;
     bool unlink_on_close_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Thread pools, tasks and parallel loops
+//
+//   conc::parallel_for(0, n, [&](std::size_t i) { y[i] += a * x[i]; });
+//   auto t = conc::spawn([](int n) { return fib(n); }, 30);   // conc::task<long>
+//   long value = t.join();                     // or rethrows what it threw
+//   conc::pool p(4);  auto u = p.spawn(f);  p.parallel_for(0, n, g);
+
+/// A task queued on a pool (conc::spawn, conc::pool::spawn): join() gives
+/// what its callable returned, or rethrows the exception that escaped it.
+/// Move-only. A task still joinable when destroyed (or assigned over) is
+/// joined first, its result and exception discarded. Joining from inside
+/// another task is fine, to any depth: the waiting thread runs queued
+/// tasks meanwhile.
+template <class R>
+class task {
+public:
+    using result_type = R;
+
+    /// Not a task: joinable() is false.
+    task() noexcept = default;
+
+    /// Queues `f(args...)` (on decayed copies, like std::thread) on `pool`
+    /// (nullptr: the default pool). Throws conc::error.
+    template <class F, class... Args>
+    task(conc_pool* pool, F&& f, Args&&... args) {
+        using result = detail::invoke_result_t<F, Args...>;
+        static_assert(std::is_void_v<R> || std::is_convertible_v<result, R>,
+                      "conc::task<R>: the callable's result does not convert to R");
+        using state_type = detail::thread_state<R, std::decay_t<F>, std::decay_t<Args>...>;
+        using ticket = typename state_type::ticket;
+        auto state = std::make_shared<state_type>(std::forward<F>(f), std::forward<Args>(args)...);
+        auto owner = std::make_unique<ticket>(state);
+        conc_task handle{0};
+        detail::check(conc_task_spawn(&handle, pool, &state_type::entry, owner.get()));
+        (void)owner.release();  // the task frees it
+        handle_ = handle;
+        state_ = std::move(state);
+    }
+
+    task(task&& other) noexcept
+        : handle_(std::exchange(other.handle_, conc_task{0})),
+          state_(std::move(other.state_)),
+          done_(std::exchange(other.done_, false)) {}
+
+    /// Joins this task first if it is joinable, then takes `other`'s.
+    task& operator=(task&& other) noexcept {
+        if (this != &other) {
+            join_quietly();
+            handle_ = std::exchange(other.handle_, conc_task{0});
+            state_ = std::move(other.state_);
+            done_ = std::exchange(other.done_, false);
+        }
+        return *this;
+    }
+
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+
+    ~task() { join_quietly(); }
+
+    /// True until join() succeeds, or the handle is moved from.
+    bool joinable() const noexcept { return handle_.id != 0 || done_; }
+
+    /// The C handle (id 0 when not joinable, or once wait_for saw it finish).
+    conc_task native_handle() const noexcept { return handle_; }
+
+    /// Waits for the task and returns what the callable returned, or
+    /// rethrows the exception that escaped it. Throws conc::error with
+    /// CONC_ERR_INVALID_STATE when not joinable.
+    R join() {
+        if (!joinable()) {
+            throw error(CONC_ERR_INVALID_STATE,
+                        "conc::task::join: the task is not joinable "
+                        "(default-constructed, moved from or joined)");
+        }
+        if (!done_) {
+            detail::check(conc_task_join(handle_, nullptr));
+        }
+        handle_ = conc_task{0};
+        done_ = false;
+        auto state = std::move(state_);
+        if (state->exception) {
+            std::rethrow_exception(state->exception);
+        }
+        return state->result.take();
+    }
+
+    /// Waits at most `timeout` (rounded up to milliseconds); true when the
+    /// task has finished, and then join() returns at once.
+    template <class Rep, class Period>
+    bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+        if (!joinable()) {
+            throw error(CONC_ERR_INVALID_STATE, "conc::task::wait_for: the task is not joinable");
+        }
+        if (done_) {
+            return true;
+        }
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+        const conc_status s =
+            conc_task_join_timeout(handle_, ms > 0 ? static_cast<std::uint64_t>(ms) : 0, nullptr);
+        if (s == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(s);
+        handle_ = conc_task{0};  // joined: join() only hands over the result
+        done_ = true;
+        return true;
+    }
+
+private:
+    void join_quietly() noexcept {
+        if (joinable()) {
+            (void)conc_task_join(handle_, nullptr);
+        }
+        handle_ = conc_task{0};
+        done_ = false;
+        state_.reset();
+    }
+
+    conc_task handle_{0};
+    std::shared_ptr<detail::thread_state_base<R>> state_;
+    bool done_ = false;
+};
+
+namespace detail {
+
+// The context of a C++ parallel_for: the callable, the first index, and
+// the first exception any call threw (later indices are then skipped).
+template <class I, class F>
+struct for_context {
+    using U = std::make_unsigned_t<I>;
+
+    for_context(I first_index, F* callable) noexcept : first(first_index), f(callable) {}
+
+    I first;
+    F* f;
+    std::atomic<bool> failed{false};
+    std::exception_ptr exception;
+
+    static void run(std::size_t b, std::size_t e, void* ctx) noexcept {
+        auto& self = *static_cast<for_context*>(ctx);
+        if (self.failed.load(std::memory_order_relaxed)) {
+            return;
+        }
+        try {
+            for (std::size_t i = b; i < e; ++i) {
+                // In unsigned arithmetic: no signed overflow for any bounds.
+                (*self.f)(static_cast<I>(static_cast<U>(static_cast<U>(self.first) + static_cast<U>(i))));
+            }
+        } catch (...) {
+            if (!self.failed.exchange(true)) {
+                self.exception = std::current_exception();
+            }
+        }
+    }
+};
+
+template <class I, class F>
+void parallel_for(conc_pool* pool, I begin, I end, std::size_t grain, F& f) {
+    static_assert(std::is_integral_v<I>, "conc::parallel_for: the bounds must be integers");
+    if (!(begin < end)) {
+        return;
+    }
+    using U = std::make_unsigned_t<I>;
+    const auto count = static_cast<std::size_t>(static_cast<U>(static_cast<U>(end) - static_cast<U>(begin)));
+    for_context<I, F> ctx(begin, &f);
+    detail::check(conc_parallel_for(pool, 0, count, grain, &for_context<I, F>::run, &ctx));
+    if (ctx.exception) {
+        std::rethrow_exception(ctx.exception);
+    }
+}
+
+}  // namespace detail
+
+/// Queues `f(args...)` on the default pool; join the returned task for
+/// its result. Throws conc::error.
+template <class F, class... Args>
+task<detail::invoke_result_t<F, Args...>> spawn(F&& f, Args&&... args) {
+    return task<detail::invoke_result_t<F, Args...>>(nullptr, std::forward<F>(f),
+                                                     std::forward<Args>(args)...);
+}
+
+/// Calls `f(i)` for every `i` in [begin, end) on the default pool's
+/// threads and the calling thread, and returns when all calls have. If a
+/// call throws, indices not yet started are skipped and the first
+/// exception is rethrown here.
+template <class I, class F>
+void parallel_for(I begin, I end, F&& f) {
+    detail::parallel_for(nullptr, begin, end, 0, f);
+}
+
+/// Like parallel_for(begin, end, f), handing out at most `grain` indices
+/// at a time (0: conc chooses).
+template <class I, class F>
+void parallel_for(I begin, I end, std::size_t grain, F&& f) {
+    detail::parallel_for(nullptr, begin, end, grain, f);
+}
+
+/// Owns a thread pool (conc_pool_create); the destructor closes it, which
+/// waits for its queued tasks (their conc::task handles stay joinable).
+/// Move-only; a moved-from pool throws CONC_ERR_INVALID_STATE.
+class pool {
+public:
+    /// A pool of `threads` threads (0: conc::cpu_count()). Throws conc::error.
+    explicit pool(std::size_t threads = 0) { detail::check(conc_pool_create(&pool_, threads)); }
+
+    pool(pool&& other) noexcept : pool_(std::exchange(other.pool_, nullptr)) {}
+    pool& operator=(pool&& other) noexcept {
+        if (this != &other) {
+            (void)conc_pool_close(pool_);
+            pool_ = std::exchange(other.pool_, nullptr);
+        }
+        return *this;
+    }
+    pool(const pool&) = delete;
+    pool& operator=(const pool&) = delete;
+    ~pool() { (void)conc_pool_close(pool_); }
+
+    bool is_open() const noexcept { return pool_ != nullptr; }
+    std::size_t threads() const noexcept { return pool_ != nullptr ? conc_pool_threads(pool_) : 0; }
+
+    /// Queues `f(args...)` on this pool. Throws conc::error.
+    template <class F, class... Args>
+    task<detail::invoke_result_t<F, Args...>> spawn(F&& f, Args&&... args) {
+        require_open("conc::pool::spawn");
+        return task<detail::invoke_result_t<F, Args...>>(pool_, std::forward<F>(f),
+                                                         std::forward<Args>(args)...);
+    }
+
+    /// conc::parallel_for on this pool.
+    template <class I, class F>
+    void parallel_for(I begin, I end, F&& f) {
+        require_open("conc::pool::parallel_for");
+        detail::parallel_for(pool_, begin, end, 0, f);
+    }
+
+    /// conc::parallel_for on this pool, at most `grain` indices at a time.
+    template <class I, class F>
+    void parallel_for(I begin, I end, std::size_t grain, F&& f) {
+        require_open("conc::pool::parallel_for");
+        detail::parallel_for(pool_, begin, end, grain, f);
+    }
+
+    /// Closes now (waiting for queued tasks), reporting a failure, e.g.
+    /// CONC_ERR_DEADLOCK from a task of this pool (it then stays open).
+    void close() {
+        require_open("conc::pool::close");
+        detail::check(conc_pool_close(pool_));
+        pool_ = nullptr;
+    }
+
+    conc_pool* native_handle() const noexcept { return pool_; }
+
+private:
+    void require_open(const char* op) const {
+        if (pool_ == nullptr) {
+            detail::throw_closed(op, "pool");
+        }
+    }
+
+    conc_pool* pool_ = nullptr;
 };
 
 }  // namespace conc

@@ -1662,12 +1662,12 @@ pub unsafe extern "C" fn conc_mmap_rfind(
     }
 }
 
-/// How `conc_mmap_count_lines` shares out a map: it uses
-/// `len / CONC_MMAP_COUNT_CHUNK` threads (the calling one included), at
-/// least 1 and at most the number of cores, thread `i` of `n` counting the
-/// bytes `len * i / n` to `len * (i + 1) / n`. So maps shorter than twice
-/// this size are counted by the calling thread alone. Given for tests and
-/// tuning; the result never depends on it.
+/// How `conc_mmap_count_lines` shares out a map: maps shorter than twice
+/// this size (or any map on one core) are counted by the calling thread
+/// alone; longer ones are cut into 8 MiB pieces at addresses that are
+/// multiples of 8 MiB, which the calling thread and the threads of the
+/// default pool take one after another until none is left. Given for
+/// tests and tuning; the result never depends on it.
 pub const CONC_MMAP_COUNT_CHUNK: usize = 4 << 20;
 
 /// The number of threads that count `len` bytes, `chunk` bytes or more
@@ -1734,27 +1734,70 @@ fn newlines_split(
         let len = data.len();
         let piece =
             |i: usize| &data[split_point(len, i, threads)..split_point(len, i + 1, threads)];
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads)
-                .map(|i| {
-                    let part = piece(i);
-                    // A thread that cannot be started leaves its part to us.
-                    std::thread::Builder::new()
-                        .name("conc-count-lines".into())
-                        .spawn_scoped(s, move || count_newlines(part))
-                        .map_err(|_| part)
-                })
-                .collect();
-            let mut total = count_newlines(piece(0));
-            for h in handles {
-                total += match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(part) => count_newlines(part),
-                };
-            }
-            total
-        })
+        // One piece per call on the default pool (the calling thread takes
+        // part), instead of a thread spawned per piece per call. Each piece
+        // is counted on the thread that runs it, under that thread's SIGBUS
+        // guard.
+        let total = std::sync::atomic::AtomicUsize::new(0);
+        crate::pool::for_ranges(threads, 1, &|b, e| {
+            let n: usize = (b..e).map(|i| count_newlines(piece(i))).sum();
+            total.fetch_add(n, Ordering::Relaxed);
+        });
+        total.into_inner()
     }
+}
+
+/// The size of the pieces `conc_mmap_count_lines` deals out on a map
+/// large enough for threads (see `CONC_MMAP_COUNT_CHUNK`): each thread of
+/// the default pool (and the caller) takes the next piece when it is done
+/// with one, so a thread slowed down by other work on its core counts
+/// fewer pieces instead of holding back the end. A multiple of 2 MiB.
+///
+/// Measured on the 2-core development machine (shared, load 2-6), 880 MB
+/// file, whole processes against `wc -l`: with a spinning process on the
+/// other core 0.43x against 0.50x for one share per core (paired median
+/// of 15 rounds 0.87; 0.36x against 0.41x at load 6); quiet, the same
+/// 0.34x either way. Pieces of 2, 4, 16 or 64 MiB measured alike.
+const COUNT_PIECE: usize = 8 << 20;
+
+/// Piece `i` of the pieces `data` is cut into: boundaries at the addresses
+/// that are multiples of `piece` (a power of two), so no large folio of
+/// the page cache (at most 2 MiB, aligned) is faulted in by two threads.
+fn piece_of(data: &[u8], piece: usize, i: usize) -> &[u8] {
+    let (start, len) = (data.as_ptr() as usize, data.len());
+    // Where piece 1 starts: the first multiple of `piece` past `start`.
+    let first = piece - start % piece;
+    let b = if i == 0 {
+        0
+    } else {
+        first.saturating_add((i - 1).saturating_mul(piece)).min(len)
+    };
+    let e = first.saturating_add(i.saturating_mul(piece)).min(len);
+    &data[b..e]
+}
+
+/// How many pieces `piece_of` cuts `data` into (at least 1).
+fn pieces(data: &[u8], piece: usize) -> usize {
+    let first = piece - data.as_ptr() as usize % piece;
+    1 + data.len().saturating_sub(first).div_ceil(piece)
+}
+
+/// The newlines of `data` counted piece by piece (`piece` bytes, aligned,
+/// see `piece_of`) on the default pool, each piece by `count_newlines` on
+/// the thread that takes it (so that its SIGBUS guard covers it).
+fn newlines_pieces(
+    data: &[u8],
+    piece: usize,
+    count_newlines: &(dyn Fn(&[u8]) -> usize + Sync),
+) -> usize {
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    crate::pool::for_ranges(pieces(data, piece), 1, &|b, e| {
+        let n: usize = (b..e)
+            .map(|i| count_newlines(piece_of(data, piece, i)))
+            .sum();
+        total.fetch_add(n, Ordering::Relaxed);
+    });
+    total.into_inner()
 }
 
 /// The number of cores `count_lines` may use, found once (see [`cores`]).
@@ -1784,7 +1827,9 @@ pub(crate) fn lazy_statics_ready() -> bool {
 /// end with `'\n'`. That is exactly how many lines a `conc_mmap_readline`
 /// loop returns, without moving the cursor. It is the fast path: vector
 /// instructions, and on maps of at least twice `CONC_MMAP_COUNT_CHUNK`
-/// bytes one thread per chunk, up to the number of cores.
+/// bytes every core: the calling thread and the default pool's threads
+/// count 8 MiB pieces, each taking the next one when done, so a core
+/// busy with other work holds back the end by one piece at most.
 ///
 /// Errors: `CONC_ERR_INVALID_ARGUMENT` if `map` or `lines` is NULL;
 /// `CONC_ERR_IO` if the file shrank under the map (see `conc_mmap`).
@@ -1801,17 +1846,26 @@ pub unsafe extern "C" fn conc_mmap_count_lines(
         let m = crate::handle::get(map, OP, "map")?;
         // SAFETY: `lines` is NULL or writable, per the caller's contract.
         let lines = unsafe { ffi::out_ref(lines, OP, "lines") }?;
-        // No madvise: on the 880 MB benchmark file (median of 25 interleaved
-        // processes) MADV_SEQUENTIAL gave 67.8 ms, MADV_WILLNEED 64.4 ms,
-        // MADV_HUGEPAGE 75.4 ms and MADV_POPULATE_READ 87.3 ms against
-        // 63.3 ms without: the page cache's large folios already make the
-        // faults few (~950 for the whole file).
+        // No madvise and no MAP_POPULATE: on the 880 MB benchmark file
+        // (median of 25 interleaved processes) MADV_SEQUENTIAL gave 67.8 ms,
+        // MADV_WILLNEED 64.4 ms, MADV_HUGEPAGE 75.4 ms and
+        // MADV_POPULATE_READ 87.3 ms against 63.3 ms without. Populating
+        // walks the pages one by one (MAP_POPULATE: 23 ms of system time,
+        // MADV_POPULATE_READ 25 ms), while a fault maps a whole large folio
+        // of the page cache at once (~930 faults and 8 ms when the file was
+        // just written in 1 MiB folios; ~700 faults and 2-4 ms when it was
+        // read from disk in 2 MiB folios, which are mapped by PMD). So the
+        // pages are faulted by the threads that count them, each in its
+        // own pieces.
         let data = m.bytes();
         let threads = count_threads(data.len(), CONC_MMAP_COUNT_CHUNK, cores());
-        // Each thread counts its part under the guard (set on that thread).
-        let newlines = newlines_split(data, threads, &|part| {
-            m.region.access(|| count_newlines(part))
-        });
+        // Each thread counts its pieces under the guard (set on that thread).
+        let guarded = |part: &[u8]| m.region.access(|| count_newlines(part));
+        let newlines = if threads <= 1 {
+            guarded(data)
+        } else {
+            newlines_pieces(data, COUNT_PIECE, &guarded)
+        };
         let unterminated = m.guarded(OP, || data.last().is_some_and(|&b| b != b'\n'))?;
         *lines = newlines as u64 + u64::from(unterminated);
         Ok(())
@@ -2028,6 +2082,35 @@ mod tests {
     }
 
     #[test]
+    fn pieces_cover_the_data_at_aligned_boundaries() {
+        let buf: Vec<u8> = (0..700u32)
+            .map(|i| if i % 7 == 0 { b'\n' } else { b'x' })
+            .collect();
+        for piece in [16usize, 32, 64] {
+            for start in 0..70 {
+                for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 200, 500] {
+                    let data = &buf[start..start + len];
+                    let n = pieces(data, piece);
+                    let mut at = 0;
+                    for i in 0..n {
+                        let p = piece_of(data, piece, i);
+                        assert_eq!(p.as_ptr() as usize, data.as_ptr() as usize + at);
+                        if i > 0 {
+                            assert_eq!(p.as_ptr() as usize % piece, 0);
+                            assert!(!p.is_empty());
+                        }
+                        assert!(p.len() <= piece);
+                        at += p.len();
+                    }
+                    assert_eq!(at, len, "start {start} len {len} piece {piece}");
+                    let want = data.iter().filter(|&&b| b == b'\n').count();
+                    assert_eq!(newlines_pieces(data, piece, &count_newlines), want);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn count_lines_split_around_the_real_chunk() {
         let chunk = CONC_MMAP_COUNT_CHUNK;
         let mut data = vec![b'x'; 2 * chunk + 2];
@@ -2047,6 +2130,43 @@ mod tests {
             for threads in [count_threads(len, chunk, 4), 1, 2, 3] {
                 assert_eq!(count_lines_split(part, threads), want, "len {len}");
             }
+        }
+    }
+
+    #[test]
+    fn count_lines_at_the_real_piece_boundaries() {
+        // An anonymous map over three pieces, with newlines on and next to
+        // every piece boundary (addresses that are multiples of
+        // COUNT_PIECE), and at unaligned offsets too.
+        for extra in [0usize, 4095, 4096 * 3 + 17] {
+            let len = 3 * COUNT_PIECE + extra;
+            let mut map = ptr::null_mut();
+            // SAFETY: a local out pointer; the map is closed below.
+            assert_eq!(unsafe { conc_mmap_anonymous(&mut map, len) }, CONC_OK);
+            // SAFETY: an open anonymous map of `len` bytes, used only here.
+            let data = unsafe { std::slice::from_raw_parts_mut(conc_mmap_data_mut(map), len) };
+            data.fill(b'x');
+            for i in (0..len).step_by(4099) {
+                data[i] = b'\n';
+            }
+            let base = data.as_ptr() as usize;
+            let first = COUNT_PIECE - base % COUNT_PIECE;
+            for at in (first..len).step_by(COUNT_PIECE) {
+                data[at - 1] = b'\n';
+                data[at] = b'\n';
+                if at + 1 < len {
+                    data[at + 1] = b'y';
+                }
+            }
+            for end in [b'\n', b'e'] {
+                data[len - 1] = end;
+                let want = naive_lines(data);
+                let mut n = 0;
+                // SAFETY: an open map; a local.
+                assert_eq!(unsafe { conc_mmap_count_lines(map, &mut n) }, CONC_OK);
+                assert_eq!(n, want, "len {len}");
+            }
+            close(map);
         }
     }
 

@@ -47,5 +47,6 @@ c_tests!(
     test_sync_tsan,
     test_queue,
     test_queue_torture,
-    test_oom
+    test_oom,
+    test_pool
 );
