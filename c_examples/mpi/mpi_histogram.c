@@ -104,7 +104,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "conc_parallel_for: %s\n", conc_last_error_message());
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    printf("rank %d of %d: counted values %" PRIu64 "..%" PRIu64 " on %zu threads\n", world_rank,
+    printf("rank %d of %d: counted values %" PRIu64 "..%" PRIu64
+           " on %zu pool thread(s), one per core MPI gave the rank\n",
+           world_rank,
            world_size, first, last - 1, conc_pool_threads(NULL));
     fflush(stdout);
 
