@@ -134,7 +134,10 @@ impl conc_sem {
                 format!("{op}: the semaphore is at 0"),
             ));
         };
-        if futex::spin_adaptive(&self.reserved[0], || self.try_take(Ordering::Relaxed)) {
+        // No spin for a timeout that has already passed (0 tries once).
+        if !deadline.expired()
+            && futex::spin_adaptive(&self.reserved[0], || self.try_take(Ordering::Relaxed))
+        {
             crate::tsan::acquire(self.addr());
             return Ok(());
         }
