@@ -27,7 +27,7 @@
 //!   read in user space (the kernel arms the same timer either way).
 //!   The timer is the price of that robustness: measured on a 2-CPU
 //!   virtual machine with both processes of a round trip on one CPU, a
-//!   timed sleep cost some 0.3 µs more than an untimed one (a semaphore
+//!   timed sleep cost some 0.5 µs more than an untimed one (a semaphore
 //!   round trip 5.9 µs instead of 5.3 µs; glibc's `sem_t`, untimed, 5.1
 //!   µs). Its length does not change its cost, and no untimed sleep is
 //!   safe: a poster killed between its count update and its wake, or a
