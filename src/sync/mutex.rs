@@ -889,11 +889,16 @@ mod tests {
     fn waiter_is_woken_by_holder_death() {
         let m = Arc::new(conc_mutex::new());
         let (tx, rx) = std::sync::mpsc::channel();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let m2 = Arc::clone(&m);
         let holder = std::thread::spawn(move || {
             m2.lock(Deadline::NEVER).unwrap();
+            locked_tx.send(()).unwrap();
             rx.recv().unwrap();
         });
+        // The waiter starts only once the holder holds the mutex (else it
+        // could take the free mutex first and return CONC_OK).
+        locked_rx.recv().unwrap();
         let m3 = Arc::clone(&m);
         let waiter = std::thread::spawn(move || st(m3.lock(Deadline::NEVER)));
         std::thread::sleep(std::time::Duration::from_millis(30));
