@@ -17,6 +17,17 @@
  *    - the conc_sem pair against a pipe pair, one byte each way
  *      (goal <= 0.5).
  *
+ *
+ * The round trips have two regimes. When both processes get a CPU at the
+ * same time, conc's waiters catch the partner's answer in their short
+ * spin and no side makes a syscall (a fraction of a microsecond per round
+ * trip); glibc's sem_t and pthread_cond_t do not spin and sleep every
+ * time. On a machine busier than its CPUs (or with one CPU), the partner
+ * must first be scheduled, every answer costs a sleep and a wake on both
+ * sides, and conc pays a little more per sleep than glibc (its sleeps are
+ * timed slices, so that a process killed at the wrong instant never
+ * strands a sleeper). The load average is printed with the results.
+ *
  * Times are wall-clock on CLOCK_MONOTONIC; nothing asserts on them. */
 #include <errno.h>
 #include <pthread.h>
@@ -411,8 +422,11 @@ static void bench_round_trips(void) {
     double cs = median_of(t[CONC_SEM], ROUNDS), ps = median_of(t[POSIX_SEM], ROUNDS);
     double pp = median_of(t[PIPE], ROUNDS);
     double cc = median_of(t[CONC_COND], ROUNDS), pc = median_of(t[PTHREAD_COND], ROUNDS);
-    printf("round trips between 2 processes (%d rounds x %d round trips, median):\n", ROUNDS,
-           ROUND_TRIPS);
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 1) load[0] = -1;
+    printf("round trips between 2 processes (%d rounds x %d round trips, median; "
+           "load average %.2f on %ld CPUs):\n",
+           ROUNDS, ROUND_TRIPS, load[0], sysconf(_SC_NPROCESSORS_ONLN));
     printf("  conc_sem pair                          %7.2f us\n", cs);
     printf("  sem_t pair (process-shared)            %7.2f us\n", ps);
     printf("  pipe pair (1 byte each way)            %7.2f us\n", pp);

@@ -391,7 +391,7 @@ typedef struct conc_cond {
      */
     uint32_t waiters;
     /**
-     * Internal: zero.
+     * Internal: `reserved[0]` is a spin hint, `reserved[1]` zero.
      */
     uint32_t reserved[2];
 } conc_cond;
@@ -477,7 +477,7 @@ typedef struct conc_sem {
      */
     uint32_t waiters;
     /**
-     * Internal: zero.
+     * Internal: `reserved[0]` is a spin hint, `reserved[1]` zero.
      */
     uint32_t reserved[2];
 } conc_sem;

@@ -7,21 +7,37 @@
 //! |---|---|---|
 //! | 0 | `seq` (u32)     | futex word: bumped by every signal and broadcast |
 //! | 4 | `waiters` (u32) | how many threads may be waiting (a hint that lets `signal` skip the wake call) |
-//! | 8 | `reserved` (2 × u32) | zero |
+//! | 8 | `reserved[0]` (u32) | spin hint (see `futex::spin_adaptive`); any value is valid |
+//! | 12 | `reserved[1]` (u32) | zero |
 //!
 //! Only 32-bit words and no pointers, so a 32-bit process could share the
 //! same bytes (the mutex it is used with cannot, see `mutex`).
 //!
 //! # Design
 //!
-//! A waiter registers in `waiters`, reads `seq`, releases the mutex, and
-//! sleeps while `seq` still holds the value it read. A signal bumps `seq`
-//! before waking, so a signal after the mutex release is never lost: the
-//! kernel refuses to sleep on a changed word. `waiters` and `seq` are
-//! accessed with sequentially consistent operations on both sides (the
-//! waiter increments `waiters` then reads `seq`; the signaller increments
-//! `seq` then reads `waiters`), so at least one side sees the other: the
-//! signaller wakes, or the waiter does not sleep.
+//! A waiter reads `seq` (the value `seen`) while it holds the mutex,
+//! releases the mutex, and returns as soon as `seq` differs from `seen`;
+//! until then it sleeps while `seq` still holds `seen`. A signal bumps
+//! `seq` before waking, so a signal after the waiter's predicate check
+//! (made under the mutex, hence before `seen` was read) is never lost: the
+//! waiter compares with `seen`, and the kernel refuses to sleep on a
+//! changed word. Before sleeping the waiter registers in `waiters` and
+//! reads `seq` again; `waiters` and `seq` are accessed with sequentially
+//! consistent operations on both sides (the waiter increments `waiters`
+//! then reads `seq`; the signaller increments `seq` then reads
+//! `waiters`), so at least one side sees the other: the signaller wakes,
+//! or the waiter does not sleep.
+//!
+//! Speed. Between the release and the registration, the waiter spins
+//! (`futex::spin_adaptive`, at most `futex::SPIN_MAX` pause rounds, hint
+//! word `reserved[0]`): a signaller running on another CPU is then seen
+//! without any syscall on either side. A waiter that slept re-acquires
+//! the mutex without spinning: its waker usually still holds the mutex
+//! (it signals under it) and, on a busy machine, was often just preempted
+//! on this very CPU by the wakeup, so spinning would only delay it; the
+//! waiter sleeps on the mutex at once, as glibc's does. A waiter that was
+//! answered during its spin re-acquires with the mutex's usual short spin
+//! (the signaller runs elsewhere and releases within microseconds).
 //!
 //! Robustness: sleeps are bounded slices (20 ms); after each one a waiter
 //! whose `seq` changed returns (a spurious wakeup, which the caller's
@@ -57,8 +73,8 @@ pub struct conc_cond {
     pub seq: AtomicU32,
     /// Internal: possible sleepers.
     pub waiters: AtomicU32,
-    /// Internal: zero.
-    pub reserved: [u32; 2],
+    /// Internal: `reserved[0]` is a spin hint, `reserved[1]` zero.
+    pub reserved: [AtomicU32; 2],
 }
 
 const _: () = assert!(std::mem::size_of::<conc_cond>() == 16);
@@ -70,7 +86,7 @@ impl conc_cond {
         conc_cond {
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
-            reserved: [0; 2],
+            reserved: [AtomicU32::new(0), AtomicU32::new(0)],
         }
     }
 
@@ -102,26 +118,29 @@ impl conc_cond {
                 format_args!("{op}: the calling thread does not hold the mutex"),
             ));
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
         let seen = self.seq.load(Ordering::SeqCst);
-        if let Err(e) = mutex.release(op, true) {
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
-            return Err(e);
-        }
+        mutex.release(op, true)?;
         let mut timed_out = false;
-        loop {
-            futex::wait(&self.seq, seen, deadline.slice(SLICE_MS), Scope::Shared);
-            if self.seq.load(Ordering::Acquire) != seen {
-                break;
+        let spun = !deadline.expired()
+            && futex::spin_adaptive(&self.reserved[0], || {
+                self.seq.load(Ordering::Acquire) != seen
+            });
+        if !spun {
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            loop {
+                if self.seq.load(Ordering::SeqCst) != seen {
+                    break;
+                }
+                if deadline.expired() {
+                    timed_out = true;
+                    break;
+                }
+                futex::wait_slice(&self.seq, seen, deadline, SLICE_MS, Scope::Shared);
             }
-            if deadline.expired() {
-                timed_out = true;
-                break;
-            }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
         }
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
         crate::tsan::acquire(self.addr());
-        if mutex.acquire(op, Some(Deadline::NEVER))? {
+        if mutex.acquire_spin(op, Some(Deadline::NEVER), spun)? {
             return Ok(true);
         }
         if timed_out {

@@ -129,7 +129,7 @@ impl conc_event {
                     format_args!("{op}: the event was not set in time"),
                 ));
             }
-            futex::wait(&self.state, seen, deadline.slice(SLICE_MS), Scope::Shared);
+            futex::wait_slice(&self.state, seen, deadline, SLICE_MS, Scope::Shared);
         };
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         if r.is_ok() {

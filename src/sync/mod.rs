@@ -11,7 +11,12 @@
 //! processes (every futex operation uses the shared scope). Blocking waits
 //! go through [`futex`] in bounded slices and re-check their condition, so
 //! a waker or woken waiter killed at the wrong instant (SIGKILL) never
-//! leaves another waiter asleep for ever.
+//! leaves another waiter asleep for ever. Before sleeping for a partner
+//! (a post, a signal), semaphore and condition-variable waiters spin at
+//! most a few microseconds, only while spinning has lately paid on that
+//! object (`futex::spin_adaptive`): two processes answering each other
+//! from two CPUs then make no syscall at all, and a waiter whose partner
+//! is slow almost never spins.
 //!
 //! - [`mutex`]: robust and error-checking; held mutexes are linked into
 //!   the thread's kernel robust list (glibc's own), so the kernel marks a

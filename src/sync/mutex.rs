@@ -474,12 +474,26 @@ impl conc_mutex {
     /// `deadline` None: a single try (BUSY when held).
     #[inline]
     pub(crate) fn acquire(&self, op: &'static str, deadline: Option<Deadline>) -> Result<bool> {
+        self.acquire_spin(op, deadline, true)
+    }
+
+    /// [`Self::acquire`]; `spin` false: sleep at once when the mutex is
+    /// held (the condition variable's re-acquire after a sleep, whose
+    /// waker usually holds the mutex and may be waiting for this very CPU,
+    /// so spinning would only delay it).
+    #[inline]
+    pub(crate) fn acquire_spin(
+        &self,
+        op: &'static str,
+        deadline: Option<Deadline>,
+        spin: bool,
+    ) -> Result<bool> {
         let me = me(op)?;
         if self.lock_fast(me) {
             return Ok(false);
         }
         self.set_pending(me, self.entry());
-        let got = self.acquire_slow(op, me, deadline);
+        let got = self.acquire_slow(op, me, deadline, spin);
         if got.is_ok() {
             self.enqueue(me);
             crate::tsan::acquire(self.addr());
@@ -489,12 +503,18 @@ impl conc_mutex {
     }
 
     #[cold]
-    fn acquire_slow(&self, op: &'static str, me: Me, deadline: Option<Deadline>) -> Result<bool> {
+    fn acquire_slow(
+        &self,
+        op: &'static str,
+        me: Me,
+        deadline: Option<Deadline>,
+        spin: bool,
+    ) -> Result<bool> {
         let mut slept = false;
         // No spinning for a try, nor for a timeout that has already
         // passed (a timeout of 0 polls once).
         let mut spins = match deadline {
-            Some(d) if !d.expired() => SPIN_ROUNDS,
+            Some(d) if spin && !d.expired() => SPIN_ROUNDS,
             _ => 0,
         };
         loop {
@@ -546,12 +566,7 @@ impl conc_mutex {
             {
                 continue;
             }
-            futex::wait(
-                &self.lock,
-                v | WAITERS,
-                deadline.slice(SLICE_MS),
-                Scope::Shared,
-            );
+            futex::wait_slice(&self.lock, v | WAITERS, deadline, SLICE_MS, Scope::Shared);
             slept = true;
         }
     }
@@ -874,11 +889,16 @@ mod tests {
     fn waiter_is_woken_by_holder_death() {
         let m = Arc::new(conc_mutex::new());
         let (tx, rx) = std::sync::mpsc::channel();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let m2 = Arc::clone(&m);
         let holder = std::thread::spawn(move || {
             m2.lock(Deadline::NEVER).unwrap();
+            locked_tx.send(()).unwrap();
             rx.recv().unwrap();
         });
+        // The waiter starts only once the holder holds the mutex (else it
+        // could take the free mutex first and return CONC_OK).
+        locked_rx.recv().unwrap();
         let m3 = Arc::clone(&m);
         let waiter = std::thread::spawn(move || st(m3.lock(Deadline::NEVER)));
         std::thread::sleep(std::time::Duration::from_millis(30));

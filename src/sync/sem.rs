@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | 0 | `count` (u32)   | futex word: the count, at most `CONC_SEM_VALUE_MAX` |
 //! | 4 | `waiters` (u32) | how many threads may be sleeping (lets `post` skip the wake call) |
-//! | 8 | `reserved` (2 × u32) | zero |
+//! | 8 | `reserved[0]` (u32) | spin hint (see `futex::spin_adaptive`); any value is valid |
+//! | 12 | `reserved[1]` (u32) | zero |
 //!
 //! Only 32-bit words and no pointers: a 32-bit process could share the
 //! same bytes.
@@ -21,6 +22,16 @@
 //! consistent operations (waiter: increment `waiters`, then read `count`;
 //! poster: increment `count`, then read `waiters`), so a post is never
 //! lost: the poster wakes, or the waiter sees the count.
+//!
+//! Before registering, a waiter spins (`futex::spin_adaptive`, at most
+//! `futex::SPIN_MAX` pause rounds, with the hint word `reserved[0]`):
+//! when the poster runs on another CPU (two processes answering each
+//! other), its post lands during the spin, and neither side makes a
+//! syscall (the poster sees no registered waiter). When spinning stops
+//! paying (the partner must first be scheduled), the hint drops to 0 and
+//! waiters sleep at once, but for one exploring spin in
+//! `futex::SPIN_EXPLORE` waits. The hint is only a hint: any value, torn
+//! or stale, gives a correct semaphore.
 //!
 //! Robustness: sleeps are bounded slices (20 ms) after which the waiter
 //! re-reads the count, so a woken waiter SIGKILLed before it took its unit
@@ -41,9 +52,6 @@ use crate::ffi::{guard, guard_value};
 /// The largest count of a `conc_sem` (2^31 − 1).
 pub const CONC_SEM_VALUE_MAX: u32 = 0x7fff_ffff;
 
-/// Spin rounds before sleeping on a semaphore at 0.
-const SPIN_ROUNDS: u32 = 32;
-
 /// A counting semaphore for threads and processes: 16 bytes, 4-byte
 /// aligned, **all-zero bytes are a semaphore at 0** (`= {0}`,
 /// `CONC_SEM_INIT`, a zero-filled segment); `conc_sem_init` sets another
@@ -60,8 +68,8 @@ pub struct conc_sem {
     pub count: AtomicU32,
     /// Internal: possible sleepers.
     pub waiters: AtomicU32,
-    /// Internal: zero.
-    pub reserved: [u32; 2],
+    /// Internal: `reserved[0]` is a spin hint, `reserved[1]` zero.
+    pub reserved: [AtomicU32; 2],
 }
 
 const _: () = assert!(std::mem::size_of::<conc_sem>() == 16);
@@ -73,7 +81,7 @@ impl conc_sem {
         conc_sem {
             count: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
-            reserved: [0; 2],
+            reserved: [AtomicU32::new(0), AtomicU32::new(0)],
         }
     }
 
@@ -126,7 +134,10 @@ impl conc_sem {
                 format_args!("{op}: the semaphore is at 0"),
             ));
         };
-        if futex::spin_until(SPIN_ROUNDS, || self.try_take(Ordering::Relaxed)) {
+        // No spin for a timeout that has already passed (0 tries once).
+        if !deadline.expired()
+            && futex::spin_adaptive(&self.reserved[0], || self.try_take(Ordering::Relaxed))
+        {
             crate::tsan::acquire(self.addr());
             return Ok(());
         }
@@ -141,7 +152,7 @@ impl conc_sem {
                     format_args!("{op}: the semaphore stayed at 0"),
                 ));
             }
-            futex::wait(&self.count, 0, deadline.slice(SLICE_MS), Scope::Shared);
+            futex::wait_slice(&self.count, 0, deadline, SLICE_MS, Scope::Shared);
         };
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         if r.is_ok() {
