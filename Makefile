@@ -5,7 +5,10 @@
 #   make run-examples  build, then run each example under a heading
 #   make test          header checks, examples, library and install checks,
 #                      the C++ tests, then cargo test (Rust + C tests)
-#   make bench         the benchmarks in benches/, each against its baseline
+#   make bench         the benchmarks in benches/, each against its baseline,
+#                      then one table (target/bench/report.md and .json);
+#                      make bench BENCH=bench_thread runs one
+#   make bench-deps    installs the optional baselines (Boost, TBB) with apt-get
 #   make sanitize      C tests and examples under ASan+UBSan, thread ones under TSan
 #   make valgrind      C tests and examples under valgrind's memcheck
 #   make fuzz          each fuzz target for FUZZ_SECONDS (needs cargo-fuzz)
@@ -24,6 +27,17 @@ GXX      ?= g++
 CLANG    ?= clang
 CLANGXX  ?= clang++
 BUILD    := build
+
+# Optional tools. A check that needs one runs when it is on PATH, and
+# otherwise prints "skipped: <check> (<tool> not found)" and passes;
+# with CONC_REQUIRE_ALL=1 (as .ci/run sets) a missing tool fails the run.
+# In a recipe: `if $(call optional,<check>,<tool>); then ...; fi`.
+CONC_REQUIRE_ALL ?=
+optional = { command -v $(2) >/dev/null 2>&1 || { \
+  if [ "$(CONC_REQUIRE_ALL)" = 1 ]; then \
+    echo "$(1): $(2) not found, and CONC_REQUIRE_ALL=1 requires every check" >&2; exit 1; \
+  fi; echo "skipped: $(1) ($(2) not found)"; false; }; }
+HAVE_CLANGXX := $(shell command -v $(CLANGXX) 2>/dev/null)
 LIB      := target/release/libconc.a
 SHLIB    := target/release/libconc.so
 NSL      := target/release/native-static-libs.txt
@@ -40,8 +54,8 @@ EXAMPLE_C   := $(wildcard c_examples/*.c)
 EXAMPLE_CXX := $(wildcard c_examples/*.cpp)
 EXAMPLES    := $(sort $(patsubst c_examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_C)) \
                       $(patsubst c_examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX)))
-BENCHES     := $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c))
-BENCHES     += $(patsubst benches/%.cpp,$(BUILD)/benches/%,$(wildcard benches/*.cpp))
+BENCHES     := $(sort $(patsubst benches/%.c,$(BUILD)/benches/%,$(wildcard benches/*.c)) \
+                      $(patsubst benches/%.cpp,$(BUILD)/benches/%,$(wildcard benches/*.cpp)))
 
 # The version, from Cargo.toml (the one source of truth).
 VERSION       := $(shell awk '/^\[/ { p = ($$0 == "[package]") } p && /^version *=/ { gsub(/^[^"]*"|".*$$/, ""); print; exit }' Cargo.toml)
@@ -59,8 +73,11 @@ INCLUDEDIR   ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CMAKEDIR     ?= $(LIBDIR)/cmake/conc
 DESTDIR      ?=
+# The installed libconc.so is stripped (the build keeps its line tables
+# for debugging: target/release/libconc.so, and libconc.a as installed).
+STRIP        ?= strip
 
-.PHONY: all lib examples run-examples test check-header header-compile bench clean FORCE
+.PHONY: all lib examples run-examples test check-header header-compile bench bench-deps clean FORCE
 .PHONY: install uninstall packaging check-symbols compiler-matrix test-cpp test-install print-version
 .PHONY: sanitize sanitize-asan sanitize-tsan valgrind fuzz mpi-example
 
@@ -100,7 +117,8 @@ run-examples: examples
 
 # The committed header must be what the build generates.
 check-header: $(LIB)
-	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	@if $(call optional,the committed-header check,git) && \
+	  git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 	  git diff --exit-code --stat -- include/conc.h || \
 	    { echo "include/conc.h differs from the committed header: commit the generated one"; exit 1; }; \
 	  echo "include/conc.h matches a fresh generation"; \
@@ -136,15 +154,19 @@ check-symbols: $(SHLIB)
 # conc.h with clang too (CC and CXX are checked by header-compile), and
 # conc.hpp with both compilers as C++17 and C++20.
 compiler-matrix: include/conc.h
-	@for std in c99 c11; do \
-	  $(CLANG) -std=$$std -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only -x c tests/header/header_check.c || exit 1; \
-	  echo "conc.h compiles with $(CLANG) as $$std"; \
-	done
-	@for std in c++11 c++17 c++20; do \
-	  $(CLANGXX) -std=$$std -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only -x c++ tests/header/header_check.c || exit 1; \
-	  echo "conc.h compiles with $(CLANGXX) as $$std"; \
-	done
-	@for cxx in $(GXX) $(CLANGXX); do \
+	@if $(call optional,clang header matrix,$(CLANG)); then \
+	  for std in c99 c11; do \
+	    $(CLANG) -std=$$std -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only -x c tests/header/header_check.c || exit 1; \
+	    echo "conc.h compiles with $(CLANG) as $$std"; \
+	  done; \
+	fi
+	@if $(call optional,clang++ header matrix,$(CLANGXX)); then \
+	  for std in c++11 c++17 c++20; do \
+	    $(CLANGXX) -std=$$std -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only -x c++ tests/header/header_check.c || exit 1; \
+	    echo "conc.h compiles with $(CLANGXX) as $$std"; \
+	  done; \
+	fi
+	@for cxx in $(GXX) $(if $(HAVE_CLANGXX),$(CLANGXX)); do \
 	  for std in c++17 c++20; do \
 	    $$cxx -std=$$std $(HPP_WARN) -Iinclude -fsyntax-only tests/header/hpp_check.cpp || exit 1; \
 	    echo "conc.hpp compiles with $$cxx as $$std"; \
@@ -154,7 +176,8 @@ compiler-matrix: include/conc.h
 # The C++ tests of conc.hpp, built with g++ and clang++, as C++17 and C++20.
 HPP_WARN     := -Wall -Wextra -pedantic -Werror -Wshadow -Wconversion -Wsign-conversion \
                 -Wold-style-cast -Wnon-virtual-dtor -Woverloaded-virtual
-HPP_VARIANTS := gcc-c++17 gcc-c++20 clang-c++17 clang-c++20
+# (the clang++ variants only when clang++ is present)
+HPP_VARIANTS := gcc-c++17 gcc-c++20 $(if $(HAVE_CLANGXX),clang-c++17 clang-c++20)
 # Every tests/cpp/test_*.cpp, each in every variant.
 CPP_TESTS    := $(sort $(patsubst tests/cpp/%.cpp,%,$(wildcard tests/cpp/test_*.cpp)))
 HPP_TESTS    := $(foreach t,$(CPP_TESTS),$(HPP_VARIANTS:%=$(BUILD)/tests/$(t)-%))
@@ -168,6 +191,7 @@ endef
 $(foreach t,$(CPP_TESTS),$(eval $(call cpp_test_rule,$(t))))
 
 test-cpp: $(HPP_TESTS)
+	@$(call optional,C++ tests built with clang++,$(CLANGXX)) || true
 	@for t in $(HPP_TESTS); do \
 	  echo "$$(basename $$t):"; $$t || exit 1; \
 	done
@@ -175,7 +199,7 @@ test-cpp: $(HPP_TESTS)
 # Installs into a temporary prefix and builds programs from there with
 # pkg-config (static and shared) and CMake, then uninstalls.
 test-install: lib
-	@MAKE="$(MAKE)" CC="$(CC)" CXX="$(CXX)" tests/install/run.sh
+	@MAKE="$(MAKE)" CC="$(CC)" CXX="$(CXX)" CONC_REQUIRE_ALL="$(CONC_REQUIRE_ALL)" tests/install/run.sh
 
 # cargo's own last line sums up only its last test program: the last line
 # here sums up all of them, and the status is cargo's.
@@ -186,7 +210,10 @@ test: check-header header-compile compiler-matrix check-symbols examples test-cp
 	  echo $$? > $(BUILD)/cargo-test.rc; } | tee $(BUILD)/cargo-test.log; \
 	rc=$$(cat $(BUILD)/cargo-test.rc); \
 	awk -v rc=$$rc '/^test result:/ { n++; p += $$4; f += $$6 } \
+	  /^C program / { c[++nc] = $$0 } \
 	  END { if (rc != 0 && f == 0) f = 1; \
+	        if (nc) print "C test programs:"; \
+	        for (i = 1; i <= nc; i++) print "  " substr(c[i], 11); \
 	        printf "make test: %d cargo test programs, after the header, example, C++ and install checks\n", n; \
 	        printf "summary: %d passed, %d failed\n", p, f }' $(BUILD)/cargo-test.log; \
 	exit $$rc
@@ -195,29 +222,54 @@ $(BUILD)/benches/%: benches/%.c $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 $< -o $@ $(LIB) $(NATIVE_LIBS)
 
-# C++ benchmarks (baselines such as TBB, linked when their header exists).
-TBB_LIBS = $(shell printf '\043include <tbb/task_group.h>\n' | $(CXX) -std=c++17 -E -x c++ - >/dev/null 2>&1 && echo -ltbb)
+# C++ benchmarks (C++17); optional baselines such as Boost are detected
+# with __has_include, so they build without them and print a skip note.
 $(BUILD)/benches/%: benches/%.cpp $(LIB) include/conc.h include/conc.hpp
 	@mkdir -p $(@D)
 	$(CXX) $(EX_CXXFLAGS) -O2 $< -o $@ $(LIB) $(TBB_LIBS) $(NATIVE_LIBS)
+
+# TBB's runtime library, linked into the C++ benchmarks when its header
+# exists (the pool benchmark's task_group baseline).
+TBB_LIBS = $(shell printf '\043include <tbb/task_group.h>\n' | $(CXX) -std=c++17 -E -x c++ - >/dev/null 2>&1 && echo -ltbb)
 
 # The pool benchmark's OpenMP baselines.
 $(BUILD)/benches/bench_pool: benches/bench_pool.c benches/report.h $(LIB) include/conc.h
 	@mkdir -p $(@D)
 	$(CC) $(EX_CFLAGS) -O2 -fopenmp $< -o $@ $(LIB) $(NATIVE_LIBS)
 
+# The optional baselines of the benchmarks, from Debian's packages (as
+# root, or through sudo). No test needs them.
+APT_SUDO  = $(if $(filter 0,$(shell id -u)),,sudo)
+bench-deps:
+	$(APT_SUDO) apt-get update
+	$(APT_SUDO) apt-get install -y libboost-dev libtbb-dev
+
 # Benchmarks run from the top of the repository; some time the examples
-# in build/examples as whole processes.
-bench: $(BENCHES) $(EXAMPLES)
-	@for b in $(BENCHES); do \
+# in build/examples as whole processes. Each prints its own lines and one
+# REPORT row per comparison (benches/report.h); the run ends with one
+# table of them all, also written to target/bench/report.md and
+# target/bench/report.json (benches/report.sh). BENCH=name runs one.
+BENCH     ?=
+BENCH_RUN := $(if $(BENCH),$(filter %/$(BENCH) %/bench_$(BENCH),$(BENCHES)),$(BENCHES))
+BENCH_OUT := target/bench
+
+bench: $(BENCH_RUN) $(EXAMPLES)
+	@if [ -z "$(BENCH_RUN)" ]; then \
+	  echo "no benchmark named '$(BENCH)'; there are: $(notdir $(BENCHES))" >&2; exit 1; \
+	fi
+	@mkdir -p $(BENCH_OUT); : > $(BENCH_OUT)/rows.tsv; \
+	for b in $(BENCH_RUN); do \
 	  echo; echo "==== $$(basename $$b) ===="; \
-	  $$b || exit 1; \
-	done
+	  { $$b; echo $$? > $(BENCH_OUT)/rc; } | tee $(BENCH_OUT)/$$(basename $$b).log; \
+	  [ "$$(cat $(BENCH_OUT)/rc)" = 0 ] || { echo "$$(basename $$b) failed" >&2; exit 1; }; \
+	  grep -e '^REPORT	' -e '^skipped: ' $(BENCH_OUT)/$$(basename $$b).log >> $(BENCH_OUT)/rows.tsv || true; \
+	done; \
+	echo; echo "==== report ===="; \
+	sh benches/report.sh $(BENCH_OUT)/rows.tsv $(BENCH_OUT)
 
 # conc inside a node, MPI between nodes: c_examples/mpi/, built with mpicc
 # and run on 2 ranks (Open MPI: --oversubscribe on a small machine, and
-# --allow-run-as-root when root). Skipped, with a note, without mpicc,
-# unless CONC_REQUIRE_ALL is set (CI), where a missing mpicc fails.
+# --allow-run-as-root when root). An optional check (see `optional`).
 MPICC    ?= mpicc
 MPIRUN   ?= mpirun
 MPI_NP   ?= 2
@@ -230,16 +282,13 @@ $(BUILD)/examples/mpi/%: c_examples/mpi/%.c $(LIB) include/conc.h
 MPI_EXAMPLES := $(patsubst c_examples/mpi/%.c,$(BUILD)/examples/mpi/%,$(wildcard c_examples/mpi/*.c))
 
 mpi-example:
-	@if ! command -v $(MPICC) >/dev/null 2>&1; then \
-	  if [ -n "$(CONC_REQUIRE_ALL)" ]; then echo "mpi-example: $(MPICC) not found (CONC_REQUIRE_ALL is set)"; exit 1; fi; \
-	  echo "skipped: mpi-example ($(MPICC) not found)"; exit 0; \
-	fi; \
+	@if $(call optional,mpi-example,$(MPICC)) && $(call optional,mpi-example,$(MPIRUN)); then \
 	$(MAKE) --no-print-directory $(MPI_EXAMPLES) && \
 	for ex in $(MPI_EXAMPLES); do \
 	  echo "==== $$(basename $$ex) ($(MPI_NP) ranks) ===="; \
 	  OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 \
 	    $(MPIRUN) $(MPI_FLAGS) -np $(MPI_NP) $$ex || exit 1; \
-	done
+	done; fi
 
 # pkg-config and CMake files for the directories above, from packaging/*.in.
 # Values are escaped for sed; paths in the CMake files are relative to
@@ -271,6 +320,7 @@ install: lib packaging
 	install -m 644 include/conc.h include/conc.hpp $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libconc.a
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB_FILE)
+	$(STRIP) --strip-unneeded $(DESTDIR)$(LIBDIR)/$(SHLIB_FILE)
 	ln -sfn $(SHLIB_FILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libconc.so
 	install -m 644 $(BUILD)/packaging/conc.pc $(DESTDIR)$(PKGCONFIGDIR)/conc.pc
@@ -304,8 +354,10 @@ TSAN_FLAGS  := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 
 ASAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/asan/%,$(C_TESTS))
 ASAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/asan/examples/%,$(EXAMPLES))
-# Threads under TSan: the thread and stress tests and the thread examples.
-TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(filter %/test_thread.c %/test_stress.c %/test_pool.c,$(C_TESTS)))
+# Threads under TSan: the C tests that use threads, and the thread examples.
+# A C test that uses threads says so with the line "make sanitize: tsan"
+# in its opening comment.
+TSAN_TESTS    := $(patsubst tests/c/%.c,$(SAN)/tsan/%,$(shell grep -l 'make sanitize: tsan' $(C_TESTS)))
 TSAN_EXAMPLES := $(patsubst $(BUILD)/examples/%,$(SAN)/tsan/examples/%,$(foreach e,$(EXAMPLES),$(if $(findstring thread,$(notdir $(e))),$(e))))
 
 # halt_on_error: the first report ends the process, so it counts even in a
@@ -346,8 +398,24 @@ sanitize: sanitize-asan sanitize-tsan
 sanitize-asan: $(ASAN_TESTS) $(ASAN_EXAMPLES)
 	@$(ASAN_ENV) tests/tools/run_checked.sh asan+ubsan $(SAN)/asan/logs -- $^
 
-sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES)
-	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $^
+# The other direction: test_sync_tsan.c built with -DRACY forgets its
+# mutex, and ThreadSanitizer must report the race (so the build fails).
+TSAN_RACY := $(SAN)/tsan/test_sync_tsan_racy
+
+$(TSAN_RACY): tests/c/test_sync_tsan.c tests/c/check.h $(LIB) include/conc.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(TSAN_FLAGS) -DRACY $< -o $@ $(LIB) $(NATIVE_LIBS)
+
+sanitize-tsan: $(TSAN_TESTS) $(TSAN_EXAMPLES) $(TSAN_RACY)
+	@$(TSAN_ENV) tests/tools/run_checked.sh tsan $(SAN)/tsan/logs -- $(TSAN_TESTS) $(TSAN_EXAMPLES)
+	@mkdir -p $(SAN)/tsan/logs; log=$(SAN)/tsan/logs/test_sync_tsan_racy.log; \
+	if (cd tests/c && $(TSAN_ENV) $(abspath $(TSAN_RACY))) >$$log 2>&1; then \
+	  cat $$log; echo "FAILED tsan: the racy build of test_sync_tsan passed"; exit 1; \
+	elif grep -q 'WARNING: ThreadSanitizer: data race' $$log; then \
+	  echo "ok     tsan reports the forgotten lock of test_sync_tsan -DRACY"; \
+	else \
+	  cat $$log; echo "FAILED tsan: no data race reported for test_sync_tsan -DRACY"; exit 1; \
+	fi
 
 # memcheck on the same programs as `make test` builds them (-O2 -g): the
 # C tests (built here) and the examples. Forked children are checked too
@@ -364,8 +432,10 @@ $(BUILD)/valgrind/%: tests/c/%.c tests/c/check.h $(LIB) include/conc.h
 	$(CC) $(TEST_CFLAGS) -O2 -g $< -o $@ $(LIB) $(NATIVE_LIBS)
 
 valgrind: $(VG_TESTS) $(EXAMPLES)
-	@CONC_UNDER_VALGRIND=1 tests/tools/run_checked.sh memcheck $(BUILD)/valgrind/logs \
-	  $(VALGRIND) $(VG_FLAGS) -- $^
+	@if $(call optional,valgrind memcheck,$(VALGRIND)); then \
+	  CONC_UNDER_VALGRIND=1 tests/tools/run_checked.sh memcheck $(BUILD)/valgrind/logs \
+	    $(VALGRIND) $(VG_FLAGS) -- $^; \
+	fi
 
 # Each cargo-fuzz target for FUZZ_SECONDS (see fuzz/README.md). Needs
 # cargo-fuzz and a nightly compiler, or RUSTC_BOOTSTRAP=1 on stable.

@@ -28,7 +28,7 @@ fn main() {
         env::var("CARGO_PKG_VERSION_MAJOR").expect("version")
     );
 
-    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable and valid");
     let version = format!(
         "\n#define CONC_VERSION_MAJOR {}\n#define CONC_VERSION_MINOR {}\n#define CONC_VERSION_PATCH {}\n",
@@ -36,10 +36,15 @@ fn main() {
         env::var("CARGO_PKG_VERSION_MINOR").expect("version"),
         env::var("CARGO_PKG_VERSION_PATCH").expect("version"),
     );
+    // The version macros, then cbindgen.toml's own after_includes (the
+    // synchronization objects' initialisers).
+    config.after_includes = Some(format!(
+        "{version}{}",
+        config.after_includes.take().unwrap_or_default()
+    ));
     let bindings = match cbindgen::Builder::new()
         .with_crate(&crate_dir)
         .with_config(config)
-        .with_after_include(version)
         .generate()
     {
         Ok(b) => b,

@@ -5,12 +5,19 @@
  *                              build/bench-data/large.txt, made if missing)
  *   bench_mmap --count FILE    print conc_mmap_count_lines of FILE (the
  *                              process the benchmark times against wc -l)
+ *   bench_mmap --readline FILE only comparison 4 below, on FILE
+ *   bench_mmap --readline-loop FILE / --memchr-loop FILE
+ *                              one pass of either loop of comparison 4 (for
+ *                              callgrind: instructions per line)
  *
  * In one run, with interleaved rounds and the median of each:
  *   1. conc_mmap_count_lines vs `wc -l`, both timed as whole processes;
  *   2. a conc_mmap_readline loop vs a buffered getline loop, in process;
  *   3. both against the document's Python mmap readline program, when
- *      python3 is present.
+ *      python3 is present;
+ *   4. the conc_mmap_readline loop against a bare C memchr loop over the
+ *      same mapping (conc_mmap_data): what the call boundary costs (handle
+ *      check, cursor, SIGBUS guard) on top of finding the newline.
  * Ratios below 1 mean conc is faster.
  */
 #include <errno.h>
@@ -26,10 +33,12 @@
 #include <unistd.h>
 
 #include "conc.h"
+#include "report.h"
 
 #define LINES 10000000ULL
 #define ROUNDS 7
 #define PY_ROUNDS 3
+#define RL_ROUNDS 11
 #define DEFAULT_FILE "build/bench-data/large.txt"
 
 static double now(void) {
@@ -187,6 +196,86 @@ static unsigned long long conc_readline_loop(const char *path) {
     return count;
 }
 
+static void check_count(const char *who, unsigned long long got, unsigned long long want) {
+    if (got != want) {
+        fprintf(stderr, "bench_mmap: %s counted %llu lines, expected %llu\n", who, got, want);
+        exit(1);
+    }
+}
+
+/* ---- readline against memchr, over one mapping ------------------------- */
+
+/* The document's loop: conc_mmap_readline until the empty line. */
+static unsigned long long readline_over(conc_mmap *map) {
+    conc_status s = conc_mmap_seek(map, 0, CONC_SEEK_SET);
+    if (s != CONC_OK) die_conc("conc_mmap_seek", s);
+    unsigned long long count = 0;
+    const uint8_t *line;
+    size_t len;
+    while (conc_mmap_readline(map, &line, &len) == CONC_OK && len > 0) count++;
+    return count;
+}
+
+/* The same lines found by hand: memchr from the end of the last one. */
+static unsigned long long memchr_over(const uint8_t *p, size_t n) {
+    const uint8_t *end = p + n;
+    unsigned long long count = 0;
+    while (p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl ? nl + 1 : end;
+        count++;
+    }
+    return count;
+}
+
+static conc_mmap *open_or_die(const char *path) {
+    conc_mmap *map;
+    conc_status s = conc_mmap_open(&map, path, CONC_ACCESS_READ);
+    if (s != CONC_OK) die_conc("conc_mmap_open", s);
+    return map;
+}
+
+/* Comparison 4: RL_ROUNDS interleaved rounds over one warm mapping. */
+static void readline_vs_memchr(const char *path, unsigned long long want) {
+    conc_mmap *map = open_or_die(path);
+    const uint8_t *data = conc_mmap_data(map);
+    size_t n = conc_mmap_len(map);
+    /* Fault the pages in and warm both loops once. */
+    unsigned long long got = memchr_over(data, n);
+    if (want == 0) want = got;
+    check_count("memchr loop", got, want);
+    check_count("conc_mmap_readline loop", readline_over(map), want);
+    double t_rl[RL_ROUNDS], t_mc[RL_ROUNDS], ratio[RL_ROUNDS];
+    for (int r = 0; r < RL_ROUNDS; r++) {
+        /* Alternate which goes first, so neither always gets the warmer
+         * caches or the quieter moment. */
+        for (int k = 0; k < 2; k++) {
+            double t0 = now();
+            if ((r + k) % 2 == 0) {
+                got = readline_over(map);
+                t_rl[r] = now() - t0;
+                check_count("conc_mmap_readline loop", got, want);
+            } else {
+                got = memchr_over(data, n);
+                t_mc[r] = now() - t0;
+                check_count("memchr loop", got, want);
+            }
+        }
+        ratio[r] = t_rl[r] / t_mc[r];
+    }
+    conc_mmap_close(map);
+    double rl = median(t_rl, RL_ROUNDS), mc = median(t_mc, RL_ROUNDS);
+    printf("median of %d interleaved rounds over one mapping, %llu lines:\n", RL_ROUNDS, want);
+    printf("  conc_mmap_readline loop                             %8.4f s (%.2f ns/line)\n", rl,
+           rl * 1e9 / (double)want);
+    printf("  bare C memchr loop over conc_mmap_data              %8.4f s (%.2f ns/line)\n", mc,
+           mc * 1e9 / (double)want);
+    report_row("mmap readline loop vs C memchr loop", rl, mc, "s", 1.10, "lower", ratio,
+               RL_ROUNDS);
+    printf("  ratio readline / memchr (median, min, max)          %8.3f %.3f %.3f  (goal <= 1.10)\n",
+           ratio[RL_ROUNDS / 2], ratio[0], ratio[RL_ROUNDS - 1]);
+}
+
 static unsigned long long getline_loop(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) die(path);
@@ -225,12 +314,6 @@ static int have_python(void) {
     return system("python3 -c 'import mmap' >/dev/null 2>&1") == 0;
 }
 
-static void check_count(const char *who, unsigned long long got, unsigned long long want) {
-    if (got != want) {
-        fprintf(stderr, "bench_mmap: %s counted %llu lines, expected %llu\n", who, got, want);
-        exit(1);
-    }
-}
 
 static int count_mode(const char *path) {
     conc_mmap *map;
@@ -246,6 +329,21 @@ static int count_mode(const char *path) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--count") == 0) return count_mode(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--readline") == 0) {
+        warm(argv[2]);
+        readline_vs_memchr(argv[2], 0);
+        return 0;
+    }
+    if (argc == 3 && (strcmp(argv[1], "--readline-loop") == 0 ||
+                      strcmp(argv[1], "--memchr-loop") == 0)) {
+        conc_mmap *map = open_or_die(argv[2]);
+        unsigned long long lines = argv[1][2] == 'r'
+                                       ? readline_over(map)
+                                       : memchr_over(conc_mmap_data(map), conc_mmap_len(map));
+        conc_mmap_close(map);
+        printf("%llu %s\n", lines, argv[2]);
+        return 0;
+    }
     const char *path = argc > 1 ? argv[1] : DEFAULT_FILE;
     unsigned long long want = LINES;
 
@@ -298,6 +396,7 @@ int main(int argc, char **argv) {
     check_count("conc_mmap_count_lines", got, want);
 
     double t_count[ROUNDS], t_wc[ROUNDS], t_readline[ROUNDS], t_getline[ROUNDS];
+    double r_count[ROUNDS], r_readline[ROUNDS]; /* per-round ratios, for the report */
     for (int r = 0; r < ROUNDS; r++) {
         t_count[r] = run_process(count_argv, &got, NULL);
         check_count("conc_mmap_count_lines", got, want);
@@ -311,6 +410,8 @@ int main(int argc, char **argv) {
         got = getline_loop(path);
         t_getline[r] = now() - t0;
         check_count("getline loop", got, want);
+        r_count[r] = t_count[r] / t_wc[r];
+        r_readline[r] = t_readline[r] / t_getline[r];
     }
     double count = median(t_count, ROUNDS), wc = median(t_wc, ROUNDS);
     double readline = median(t_readline, ROUNDS), getl = median(t_getline, ROUNDS);
@@ -322,6 +423,12 @@ int main(int argc, char **argv) {
     printf("  conc_mmap_readline loop (in process)                %8.4f s\n", readline);
     printf("  getline loop (in process)                           %8.4f s\n", getl);
     printf("  ratio readline / getline                            %8.3f\n", readline / getl);
+    report_row("count_lines vs wc -l (whole process)", count, wc, "s", 0.30, "lower", r_count,
+               ROUNDS);
+    report_row("readline loop vs getline loop", readline, getl, "s", 1.0, "lower", r_readline,
+               ROUNDS);
+
+    readline_vs_memchr(path, want);
 
     if (python) {
         double t_py[PY_ROUNDS], t_py_inner[PY_ROUNDS];

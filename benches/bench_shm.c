@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "conc.h"
+#include "report.h"
 
 extern char **environ;
 
@@ -111,7 +112,7 @@ static void bench_cycle(void) {
     /* warm up both paths */
     time_cycles(conc_cycle);
     time_cycles(raw_cycle);
-    double conc_t[ROUNDS], raw_t[ROUNDS];
+    double conc_t[ROUNDS], raw_t[ROUNDS], ratios[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
         if (r % 2 == 0) {
             conc_t[r] = time_cycles(conc_cycle);
@@ -120,6 +121,7 @@ static void bench_cycle(void) {
             raw_t[r] = time_cycles(raw_cycle);
             conc_t[r] = time_cycles(conc_cycle);
         }
+        ratios[r] = conc_t[r] / raw_t[r];
     }
     double c = median(conc_t, ROUNDS), w = median(raw_t, ROUNDS);
     printf("create+attach+close+unlink of a %d-byte segment (%d rounds x %d cycles, median):\n",
@@ -127,6 +129,8 @@ static void bench_cycle(void) {
     printf("  conc %8.2f us/cycle\n", c / 1e3);
     printf("  raw  %8.2f us/cycle\n", w / 1e3);
     printf("  ratio conc/raw = %.3f (goal <= 1.1)\n", c / w);
+    report_row("shm create+attach+close+unlink vs POSIX shm", c / 1e3, w / 1e3, "us", 1.1,
+               "lower", ratios, ROUNDS);
 }
 
 /* Runs argv as a whole process with stdout to /dev/null; returns its
@@ -211,7 +215,7 @@ static void bench_example(void) {
 
     char *c_argv[] = {(char *)exe, NULL};
     char *py_argv[] = {"python3", py_path, NULL};
-    double py_t[PY_ROUNDS], c_t[PY_ROUNDS * C_RUNS_PER_ROUND];
+    double py_t[PY_ROUNDS], c_t[PY_ROUNDS * C_RUNS_PER_ROUND], speedups[PY_ROUNDS];
     int py_n = 0, c_n = 0, have_python = 1;
     /* warm up (page cache, Python's bytecode cache) */
     run_process(c_argv);
@@ -231,6 +235,11 @@ static void bench_example(void) {
         if (have_python) {
             double t = run_process(py_argv);
             if (t >= 0) {
+                /* this round's speed-up: Python against the median of the
+                 * round's C runs */
+                double round_c[C_RUNS_PER_ROUND];
+                memcpy(round_c, &c_t[c_n - C_RUNS_PER_ROUND], sizeof round_c);
+                speedups[py_n] = t / median(round_c, C_RUNS_PER_ROUND);
                 py_t[py_n++] = t;
             }
         }
@@ -241,11 +250,14 @@ static void bench_example(void) {
     printf("  conc C  %8.2f ms (%d runs)\n", c / 1e6, c_n);
     if (!have_python || py_n == 0) {
         printf("  Python: skipped (python3 is not installed or the program failed)\n");
+        report_skip("shm example 1 vs Python", "python3 not found, or the program failed");
         return;
     }
     double p = median(py_t, py_n);
     printf("  Python  %8.2f ms (%d runs)\n", p / 1e6, py_n);
     printf("  speed-up Python/conc = %.1fx (goal >= 10x)\n", p / c);
+    report_row("shm example 1 vs Python (whole process, speed-up)", c / 1e6, p / 1e6, "ms", 10,
+               "higher", speedups, py_n);
 }
 
 int main(void) {

@@ -5,7 +5,8 @@
  * closed). A CONC_ACCESS_COPY map is a private copy-on-write view: the
  * program may change it, the file never changes.
  *
- * This works on a temporary copy of data.txt, read back with stdio.
+ * The file is made with conc_mmap_create and filled with conc_mmap_write
+ * (a copy of data.txt), then read back with stdio after each step.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -40,30 +41,43 @@ static void show_file(const char *label, const char *path) {
 }
 
 int main(void) {
-    /* A temporary copy of data.txt. */
+    /* The contents of data.txt, read with stdio. */
+    static char buf[1 << 16];
+    FILE *in = fopen("data.txt", "rb");
+    if (!in) {
+        perror("data.txt");
+        return 1;
+    }
+    size_t size = fread(buf, 1, sizeof buf, in);
+    fclose(in);
+
+    /* A new file made by conc_mmap_create: it must not exist yet, gets
+     * `size` zero bytes with its disk space reserved (a full disk fails
+     * here, not later), and comes back mapped CONC_ACCESS_WRITE. */
     char path[512];
     const char *dir = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/conc_mmap_write_XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    FILE *in = fopen("data.txt", "rb");
-    if (fd < 0 || !in) {
-        perror("copy data.txt");
+    int fd = mkstemp(path); /* a unique name... */
+    if (fd < 0) {
+        perror("mkstemp");
         return 1;
     }
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0) {
-        if (write(fd, buf, n) != (ssize_t)n) {
-            perror("write");
-            return 1;
-        }
-    }
-    fclose(in);
     close(fd);
+    unlink(path); /* ...that conc_mmap_create then creates */
+    conc_mmap *map;
+    check(conc_mmap_create(&map, path, size));
+    printf("conc_mmap_create made a file of %zu zero bytes\n", conc_mmap_len(map));
+
+    /* conc_mmap_write copies at the cursor and advances it, like a file. */
+    check(conc_mmap_write(map, buf, size));
+    printf("conc_mmap_write wrote data.txt into it; the cursor is at %llu\n",
+           (unsigned long long)conc_mmap_tell(map));
+    conc_status past = conc_mmap_write(map, "!", 1);
+    printf("one more byte past the end: %s (nothing written)\n", conc_status_str(past));
+    check(conc_mmap_close(map));
     show_file("the file at first:", path);
 
     /* A shared map: the change reaches the file. */
-    conc_mmap *map;
     check(conc_mmap_open(&map, path, CONC_ACCESS_WRITE));
     uint8_t *data = conc_mmap_data_mut(map);
     memcpy(data, "one one 1", 9);

@@ -18,8 +18,11 @@
  * - Handles (thread, process, mmap, shm, list) are move-only. A moved-from
  *   or default-constructed handle is inert: accessors return empty values,
  *   operations throw conc::error with CONC_ERR_INVALID_STATE.
- * - Destructors never throw: mmap, shm and list close; thread and process
- *   join if still joinable (like std::jthread), discarding the result.
+ * - Destructors never throw: mmap, shm and list close; a joinable thread
+ *   is joined (like std::jthread) and a joinable process is killed
+ *   (SIGKILL) and reaped, discarding the result.
+ * - A shm or list made by create removes its name when destroyed unless
+ *   keep() was called; one made by open never does.
  */
 
 #ifndef CONC_HPP
@@ -33,6 +36,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -41,6 +46,7 @@
 #include <iostream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -385,6 +391,15 @@ enum class whence {
     end = CONC_SEEK_END,  ///< from the end
 };
 
+/// What mmap::advise() tells the OS about a range (conc_advice).
+enum class advice {
+    normal = CONC_ADVICE_NORMAL,          ///< no special treatment
+    random = CONC_ADVICE_RANDOM,          ///< random order: read ahead less
+    sequential = CONC_ADVICE_SEQUENTIAL,  ///< in order: read ahead more
+    willneed = CONC_ADVICE_WILLNEED,      ///< needed soon: read it in now
+    dontneed = CONC_ADVICE_DONTNEED,      ///< not needed: free the pages (a copy map loses its changes there)
+};
+
 /// The lines of a byte range, each with its '\n' (the last one without,
 /// when the range does not end with one): what a readline() loop returns.
 class line_iterator {
@@ -583,6 +598,70 @@ public:
         return lines;
     }
 
+    // --- 0.2: creating, reading and writing at the cursor, resizing -----
+
+    /// Creates the file `path` (it must not exist: CONC_ERR_ALREADY_EXISTS)
+    /// of `size` zero bytes, its space reserved, mapped access::write.
+    /// Nothing is left behind when it throws.
+    static mmap create(std::string_view path, std::size_t size) {
+        const std::string c_path = detail::c_string(path, "conc::mmap::create", "the path");
+        conc_mmap* map = nullptr;
+        detail::check(conc_mmap_create(&map, c_path.c_str(), size));
+        return mmap(map);
+    }
+
+    /// Copies up to `count` bytes from the cursor into `buf`, advancing the
+    /// cursor; returns how many (0 at the end).
+    std::size_t read(void* buf, std::size_t count) {
+        require_open("conc::mmap::read");
+        std::size_t got = 0;
+        detail::check(conc_mmap_read(map_, buf, count, &got));
+        return got;
+    }
+
+    /// Up to `count` bytes from the cursor (all the rest by default), as
+    /// Python's read(n); advances the cursor. Empty at the end.
+    std::string read(std::size_t count = static_cast<std::size_t>(-1)) {
+        require_open("conc::mmap::read");
+        const std::size_t rest = size() - static_cast<std::size_t>(tell());
+        std::string out(count < rest ? count : rest, '\0');
+        out.resize(read(out.data(), out.size()));
+        return out;
+    }
+
+    /// Writes `bytes` at the cursor and advances it. Throws
+    /// CONC_ERR_OUT_OF_RANGE (nothing written) past the end,
+    /// CONC_ERR_PERMISSION_DENIED on an access::read map.
+    void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
+    void write(const void* data, std::size_t count) {
+        require_open("conc::mmap::write");
+        detail::check(conc_mmap_write(map_, data, count));
+    }
+    void write_byte(std::uint8_t byte) {
+        require_open("conc::mmap::write_byte");
+        detail::check(conc_mmap_write_byte(map_, byte));
+    }
+
+    /// memmove within the map; the cursor stays.
+    void move(std::uint64_t dest, std::uint64_t src, std::size_t count) {
+        require_open("conc::mmap::move");
+        detail::check(conc_mmap_move(map_, dest, src, count));
+    }
+
+    /// Changes the length: a whole-file access::write map changes its file,
+    /// an anonymous map keeps its contents; other maps throw
+    /// CONC_ERR_INVALID_STATE. data() and view() may move.
+    void resize(std::size_t new_size) {
+        require_open("conc::mmap::resize");
+        detail::check(conc_mmap_resize(map_, new_size));
+    }
+
+    /// madvise for `length` bytes from `offset` (0: to the end).
+    void advise(conc::advice hint, std::uint64_t offset = 0, std::size_t length = 0) {
+        require_open("conc::mmap::advise");
+        detail::check(conc_mmap_advise(map_, static_cast<conc_advice>(hint), offset, length));
+    }
+
     /// Forces writes of an access::write map to the file.
     void flush() {
         require_open("conc::mmap::flush");
@@ -612,32 +691,49 @@ private:
 // Shared memory
 
 /// A named shared-memory segment (conc_shm), like Python's SharedMemory.
-/// Move-only; the destructor unmaps, and the segment stays until unlinked.
+/// Move-only; the destructor unmaps.
+///
+/// Who removes the name: a segment made by `create` owns its name and
+/// removes it (conc_shm_unlink) when it is destroyed, closed or
+/// move-assigned over, unless keep() was called first; so an exception
+/// between create and the end of the scope never leaves a segment behind in
+/// /dev/shm. One made by `open`, or adopted from a raw conc_shm*, never
+/// removes the name. A name already removed (by unlink(), unlink_name() or
+/// another process) is not an error then. If another process removed the
+/// name and made a new segment under it meanwhile, the owner removes that
+/// new name: keep() the segment when other programs manage its name.
+/// A child made by a raw fork() that returns from main() destroys its copy
+/// too, and removes the name: conc::process children end without running
+/// destructors, so they never do.
 class shm {
 public:
     /// Not a segment: size() 0, name() empty.
     shm() noexcept = default;
 
-    /// Takes ownership of a segment made by conc_shm_create or conc_shm_open.
+    /// Takes ownership of a segment made by conc_shm_create or conc_shm_open
+    /// (to unmap it; it never removes the name).
     explicit shm(conc_shm* adopted) noexcept : shm_(adopted) {}
 
-    /// A new zero-filled segment of `size` bytes with a fresh random name.
+    /// A new zero-filled segment of `size` bytes with a fresh random name,
+    /// removed when this object is destroyed unless keep() is called.
     static shm create(std::size_t size) {
         conc_shm* s = nullptr;
         detail::check(conc_shm_create(&s, nullptr, size));
-        return shm(s);
+        return shm(s, true);
     }
 
-    /// A new zero-filled segment named `name`. CONC_ERR_ALREADY_EXISTS when
-    /// the name is taken, CONC_ERR_INVALID_ARGUMENT for a bad name or size 0.
+    /// A new zero-filled segment named `name`, removed when this object is
+    /// destroyed unless keep() is called. CONC_ERR_ALREADY_EXISTS when the
+    /// name is taken, CONC_ERR_INVALID_ARGUMENT for a bad name or size 0.
     static shm create(std::string_view name, std::size_t size) {
         const std::string c_name = detail::c_string(name, "conc::shm::create", "the name");
         conc_shm* s = nullptr;
         detail::check(conc_shm_create(&s, c_name.c_str(), size));
-        return shm(s);
+        return shm(s, true);
     }
 
     /// Attaches to the existing segment `name` (CONC_ERR_NOT_FOUND if none).
+    /// Destroying it never removes the name.
     static shm open(std::string_view name) {
         const std::string c_name = detail::c_string(name, "conc::shm::open", "the name");
         conc_shm* s = nullptr;
@@ -651,17 +747,20 @@ public:
         detail::check(conc_shm_unlink_name(c_name.c_str()));
     }
 
-    shm(shm&& other) noexcept : shm_(std::exchange(other.shm_, nullptr)) {}
+    shm(shm&& other) noexcept
+        : shm_(std::exchange(other.shm_, nullptr)),
+          owns_name_(std::exchange(other.owns_name_, false)) {}
     shm& operator=(shm&& other) noexcept {
         if (this != &other) {
-            (void)conc_shm_close(shm_);
+            destroy();
             shm_ = std::exchange(other.shm_, nullptr);
+            owns_name_ = std::exchange(other.owns_name_, false);
         }
         return *this;
     }
     shm(const shm&) = delete;
     shm& operator=(const shm&) = delete;
-    ~shm() { (void)conc_shm_close(shm_); }
+    ~shm() { destroy(); }
 
     bool is_open() const noexcept { return shm_ != nullptr; }
     explicit operator bool() const noexcept { return is_open(); }
@@ -685,20 +784,60 @@ public:
         return data()[index];
     }
 
-    /// Removes the segment's name; this map stays usable until closed.
+    /// Removes the segment's name now; this map stays usable until closed.
+    /// A second unlink throws CONC_ERR_NOT_FOUND.
     void unlink() const {
         require_open("conc::shm::unlink");
         detail::check(conc_shm_unlink(shm_));
     }
 
-    /// Unmaps now, reporting a failure; nothing when not open.
-    void close() { detail::check(conc_shm_close(std::exchange(shm_, nullptr))); }
+    /// Keeps the name when this object is destroyed (for a segment that
+    /// must outlive it, e.g. for a process that attaches later). No effect
+    /// on a segment made by open.
+    void keep() noexcept { owns_name_ = false; }
+
+    /// True while destroying this object would remove the name: made by
+    /// create, keep() not called.
+    bool owns_name() const noexcept { return shm_ != nullptr && owns_name_; }
+
+    /// What the destructor does, reporting a failure: removes the name if
+    /// this object owns it (see keep()), then unmaps. Nothing when not open.
+    /// Closed either way.
+    void close() {
+        conc_shm* s = std::exchange(shm_, nullptr);
+        const bool owned = std::exchange(owns_name_, false);
+        std::optional<error> failure;
+        if (s != nullptr && owned) {
+            const conc_status st = conc_shm_unlink(s);
+            if (st != CONC_OK && st != CONC_ERR_NOT_FOUND) {
+                failure = detail::last_error(st);
+            }
+        }
+        const conc_status closed = conc_shm_close(s);
+        if (failure) {
+            throw *failure;
+        }
+        detail::check(closed);
+    }
 
     conc_shm* native_handle() const noexcept { return shm_; }
-    /// Gives up ownership: the caller closes the returned segment.
-    conc_shm* release() noexcept { return std::exchange(shm_, nullptr); }
+    /// Gives up ownership: the caller closes the returned segment, and the
+    /// name stays.
+    conc_shm* release() noexcept {
+        owns_name_ = false;
+        return std::exchange(shm_, nullptr);
+    }
 
 private:
+    shm(conc_shm* made, bool owns_name) noexcept : shm_(made), owns_name_(owns_name) {}
+
+    void destroy() noexcept {
+        if (shm_ != nullptr && owns_name_) {
+            (void)conc_shm_unlink(shm_);
+        }
+        (void)conc_shm_close(std::exchange(shm_, nullptr));
+        owns_name_ = false;
+    }
     void require_open(const char* op) const {
         if (shm_ == nullptr) {
             detail::throw_closed(op, "segment");
@@ -713,6 +852,7 @@ private:
     }
 
     conc_shm* shm_ = nullptr;
+    bool owns_name_ = false;
 };
 
 // ---------------------------------------------------------------------------
@@ -749,14 +889,138 @@ struct list_traits<double> {
 
 }  // namespace detail
 
+/// What every conc::list has, whatever it holds: the handle, the name
+/// ownership rule, name(), size(), item_size(), unlink(), keep(), close().
+///
+/// Who removes the name: a list made by `create` owns its name and removes
+/// it (conc_list_unlink) when it is destroyed, closed or move-assigned
+/// over, unless keep() was called first; so an exception between create
+/// and the end of the scope never leaves a list behind in /dev/shm. One
+/// made by `open` never removes the name. A name already removed is not an
+/// error then. (The fine print is conc::shm's: a name removed and reused
+/// by another process meanwhile is removed again; a raw fork() child that
+/// returns from main() destroys its copies; conc::process children never
+/// run destructors.)
+class list_base {
+public:
+    list_base(const list_base&) = delete;
+    list_base& operator=(const list_base&) = delete;
+
+    bool is_open() const noexcept { return list_ != nullptr; }
+    explicit operator bool() const noexcept { return is_open(); }
+
+    /// The number of elements, fixed at create; 0 when not open.
+    std::size_t size() const noexcept { return conc_list_len(list_); }
+    /// The name other processes open, without a leading '/'.
+    std::string_view name() const noexcept { return conc_list_name(list_); }
+    /// The largest element in bytes: 8 for numbers, the byte-string
+    /// lists' item_size; 0 when not open.
+    std::size_t item_size() const noexcept { return conc_list_item_size(list_); }
+
+    /// Removes the list's name now; this map stays usable until closed.
+    /// A second unlink throws CONC_ERR_NOT_FOUND.
+    void unlink() const {
+        require_open("conc::list::unlink");
+        detail::check(conc_list_unlink(list_));
+    }
+
+    /// Keeps the name when this object is destroyed (for a list that must
+    /// outlive it). No effect on a list made by open.
+    void keep() noexcept { owns_name_ = false; }
+
+    /// True while destroying this object would remove the name: made by
+    /// create, keep() not called.
+    bool owns_name() const noexcept { return list_ != nullptr && owns_name_; }
+
+    /// What the destructor does, reporting a failure: removes the name if
+    /// this object owns it (see keep()), then unmaps. Nothing when not open.
+    /// Closed either way.
+    void close() {
+        conc_list* l = std::exchange(list_, nullptr);
+        const bool owned = std::exchange(owns_name_, false);
+        std::optional<error> failure;
+        if (l != nullptr && owned) {
+            const conc_status st = conc_list_unlink(l);
+            if (st != CONC_OK && st != CONC_ERR_NOT_FOUND) {
+                failure = detail::last_error(st);
+            }
+        }
+        const conc_status closed = conc_list_close(l);
+        if (failure) {
+            throw *failure;
+        }
+        detail::check(closed);
+    }
+
+    conc_list* native_handle() const noexcept { return list_; }
+    /// Gives up ownership: the caller closes the returned list, and the
+    /// name stays.
+    conc_list* release() noexcept {
+        owns_name_ = false;
+        return std::exchange(list_, nullptr);
+    }
+
+protected:
+    list_base() noexcept = default;
+    list_base(conc_list* l, bool owns_name) noexcept : list_(l), owns_name_(owns_name) {}
+    list_base(list_base&& other) noexcept
+        : list_(std::exchange(other.list_, nullptr)),
+          owns_name_(std::exchange(other.owns_name_, false)) {}
+    list_base& operator=(list_base&& other) noexcept {
+        if (this != &other) {
+            destroy();
+            list_ = std::exchange(other.list_, nullptr);
+            owns_name_ = std::exchange(other.owns_name_, false);
+        }
+        return *this;
+    }
+    ~list_base() { destroy(); }
+
+    void require_open(const char* op) const {
+        if (list_ == nullptr) {
+            detail::throw_closed(op, "list");
+        }
+    }
+
+    /// Opens `name` and checks that it holds `type` (`what` names the
+    /// class in the message).
+    static conc_list* open_typed(std::string_view name, conc_type type, const char* what) {
+        const std::string c_name = detail::c_string(name, "conc::list::open", "the name");
+        conc_list* l = nullptr;
+        detail::check(conc_list_open(&l, c_name.c_str()));
+        if (conc_list_type(l) != type) {
+            (void)conc_list_close(l);
+            throw error(CONC_ERR_INVALID_ARGUMENT, std::string(what) + "::open(\"" + c_name +
+                                                       "\"): the list holds another type");
+        }
+        return l;
+    }
+
+    conc_list* list_ = nullptr;
+
+private:
+    void destroy() noexcept {
+        if (list_ != nullptr && owns_name_) {
+            (void)conc_list_unlink(list_);
+        }
+        (void)conc_list_close(std::exchange(list_, nullptr));
+        owns_name_ = false;
+    }
+
+    bool owns_name_ = false;
+};
+
 /// A fixed-length shared list of std::int64_t or double (conc_list), like
 /// Python's ShareableList: another process attaches by name alone, and
 /// forked children (conc::process) share it. Single-element reads and
-/// writes are atomic. Move-only; the destructor unmaps.
+/// writes are atomic; integer lists also have fetch_add and
+/// compare_exchange, atomic across processes. Move-only; the destructor
+/// unmaps, and removes the name of a list made by create (see list_base and
+/// keep()). For byte strings, see conc::list<std::string> below.
 template <class T>
-class list {
+class list : public list_base {
     static_assert(std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>,
-                  "conc::list holds std::int64_t or double");
+                  "conc::list holds std::int64_t, double or std::string");
     using traits = detail::list_traits<T>;
 
 public:
@@ -783,53 +1047,34 @@ public:
     /// Not a list: size() 0, name() empty.
     list() noexcept = default;
 
-    /// A new zero-filled list of `len` elements with a fresh random name.
+    /// A new zero-filled list of `len` elements with a fresh random name,
+    /// removed when this object is destroyed unless keep() is called.
     static list create(std::size_t len) {
         conc_list* l = nullptr;
         detail::check(conc_list_create(&l, nullptr, traits::type, len));
-        return list(l);
+        return list(l, true);
     }
 
-    /// A new zero-filled list named `name` (the shared-memory name rules).
+    /// A new zero-filled list named `name` (the shared-memory name rules),
+    /// removed when this object is destroyed unless keep() is called.
     static list create(std::string_view name, std::size_t len) {
         const std::string c_name = detail::c_string(name, "conc::list::create", "the name");
         conc_list* l = nullptr;
         detail::check(conc_list_create(&l, c_name.c_str(), traits::type, len));
-        return list(l);
+        return list(l, true);
     }
 
     /// Attaches to the list `name`; CONC_ERR_INVALID_ARGUMENT when it holds
-    /// the other element type or is not a list.
+    /// another element type or is not a list. Never removes the name.
     static list open(std::string_view name) {
-        const std::string c_name = detail::c_string(name, "conc::list::open", "the name");
-        conc_list* l = nullptr;
-        detail::check(conc_list_open(&l, c_name.c_str()));
-        list opened(l);
-        if (conc_list_type(l) != traits::type) {
-            throw error(CONC_ERR_INVALID_ARGUMENT, "conc::list<" + std::string(traits::name) +
-                                                       ">::open(\"" + c_name +
-                                                       "\"): the list holds another type");
-        }
-        return opened;
+        return list(open_typed(name, traits::type,
+                               (std::string("conc::list<") + traits::name + ">").c_str()),
+                    false);
     }
 
-    list(list&& other) noexcept : list_(std::exchange(other.list_, nullptr)) {}
-    list& operator=(list&& other) noexcept {
-        if (this != &other) {
-            (void)conc_list_close(list_);
-            list_ = std::exchange(other.list_, nullptr);
-        }
-        return *this;
-    }
-    list(const list&) = delete;
-    list& operator=(const list&) = delete;
-    ~list() { (void)conc_list_close(list_); }
-
-    bool is_open() const noexcept { return list_ != nullptr; }
-    explicit operator bool() const noexcept { return is_open(); }
-
-    std::size_t size() const noexcept { return conc_list_len(list_); }
-    std::string_view name() const noexcept { return conc_list_name(list_); }
+    list(list&&) noexcept = default;
+    list& operator=(list&&) noexcept = default;
+    ~list() = default;
 
     /// Element `index`; CONC_ERR_OUT_OF_RANGE past the end.
     T get(std::size_t index) const {
@@ -845,33 +1090,145 @@ public:
         detail::check(traits::set(list_, index, value));
     }
 
+    /// Adds `delta` to element `index` atomically (wrapping around on
+    /// overflow) and returns the value it held before, like
+    /// std::atomic::fetch_add. Integer lists only.
+    std::int64_t fetch_add(std::size_t index, std::int64_t delta) {
+        static_assert(std::is_same_v<T, std::int64_t>, "fetch_add needs a conc::list<std::int64_t>");
+        require_open("conc::list::fetch_add");
+        std::int64_t previous = 0;
+        detail::check(conc_list_add_i64(list_, index, delta, &previous));
+        return previous;
+    }
+
+    /// Stores `desired` in element `index` if it equals `expected`, atomically,
+    /// like std::atomic::compare_exchange_strong: true when it did; false
+    /// when it did not, with `expected` set to the value found. Integer
+    /// lists only.
+    bool compare_exchange(std::size_t index, std::int64_t& expected, std::int64_t desired) {
+        static_assert(std::is_same_v<T, std::int64_t>,
+                      "compare_exchange needs a conc::list<std::int64_t>");
+        require_open("conc::list::compare_exchange");
+        std::int64_t actual = expected;
+        const conc_status st = conc_list_compare_exchange_i64(list_, index, expected, desired, &actual);
+        if (st == CONC_ERR_BUSY) {
+            expected = actual;
+            return false;
+        }
+        detail::check(st);
+        return true;
+    }
+
     /// Checked like get() and set(): `list[i] = v; T x = list[i];`.
     reference operator[](std::size_t index) noexcept { return reference(this, index); }
     T operator[](std::size_t index) const { return get(index); }
 
-    /// Removes the list's name; this map stays usable until closed.
-    void unlink() const {
-        require_open("conc::list::unlink");
-        detail::check(conc_list_unlink(list_));
+private:
+    list(conc_list* made, bool owns_name) noexcept : list_base(made, owns_name) {}
+};
+
+/// A fixed-length shared list of byte strings (a conc_list of
+/// CONC_TYPE_BYTES), like Python's ShareableList of str or bytes: each
+/// element holds 0 to item_size() bytes (any bytes, NUL included) and
+/// keeps its length. std::string_view in, std::string out. A reader never
+/// sees a torn element, whatever writers in other processes do, and a
+/// writer killed in the middle of a write leaves the old or the new value.
+/// Everything else as conc::list (name ownership and keep() included).
+///
+///   auto names = conc::list<std::string>::create(10, 64);  // 10 x up to 64 bytes
+///   names[0] = "alice";  std::string who = names[0];
+template <>
+class list<std::string> : public list_base {
+public:
+    using value_type = std::string;
+
+    /// What list[i] gives on a non-const list: reads and writes element i.
+    class reference {
+    public:
+        operator std::string() const { return list_->get(index_); }
+        reference& operator=(std::string_view value) {
+            list_->set(index_, value);
+            return *this;
+        }
+        reference& operator=(const reference& other) {
+            return *this = std::string_view(static_cast<std::string>(other));
+        }
+        reference(const reference&) = default;
+        /// Compares the element's current value: `list[i] == "text"`.
+        friend bool operator==(const reference& r, std::string_view text) {
+            return static_cast<std::string>(r) == text;
+        }
+        friend bool operator!=(const reference& r, std::string_view text) { return !(r == text); }
+
+    private:
+        friend class list;
+        reference(list* l, std::size_t index) noexcept : list_(l), index_(index) {}
+        list* list_;
+        std::size_t index_;
+    };
+
+    /// Not a list: size() 0, name() empty.
+    list() noexcept = default;
+
+    /// A new list of `len` empty elements of up to `item_size` bytes with a
+    /// fresh random name, removed when this object is destroyed unless
+    /// keep() is called. `item_size` 0: CONC_ERR_INVALID_ARGUMENT.
+    static list create(std::size_t len, std::size_t item_size) {
+        conc_list* l = nullptr;
+        detail::check(conc_list_create_bytes(&l, nullptr, len, item_size));
+        return list(l, true);
     }
 
-    /// Unmaps now, reporting a failure; nothing when not open.
-    void close() { detail::check(conc_list_close(std::exchange(list_, nullptr))); }
+    /// A new list named `name`, as above.
+    static list create(std::string_view name, std::size_t len, std::size_t item_size) {
+        const std::string c_name = detail::c_string(name, "conc::list::create", "the name");
+        conc_list* l = nullptr;
+        detail::check(conc_list_create_bytes(&l, c_name.c_str(), len, item_size));
+        return list(l, true);
+    }
 
-    conc_list* native_handle() const noexcept { return list_; }
-    /// Gives up ownership: the caller closes the returned list.
-    conc_list* release() noexcept { return std::exchange(list_, nullptr); }
+    /// Attaches to the byte-string list `name`; CONC_ERR_INVALID_ARGUMENT
+    /// when it holds numbers or is not a list. Never removes the name.
+    static list open(std::string_view name) {
+        return list(open_typed(name, CONC_TYPE_BYTES, "conc::list<std::string>"), false);
+    }
+
+    list(list&&) noexcept = default;
+    list& operator=(list&&) noexcept = default;
+    ~list() = default;
+
+    /// Element `index`, whole; CONC_ERR_OUT_OF_RANGE past the end. Reads
+    /// through a buffer of item_size() bytes: in a loop over a list with a
+    /// large item size, get(index, out) reuses one string instead.
+    std::string get(std::size_t index) const {
+        std::string value;
+        get(index, value);
+        return value;
+    }
+
+    /// Element `index` into `out` (reusing its capacity, for loops).
+    void get(std::size_t index, std::string& out) const {
+        require_open("conc::list::get");
+        out.resize(item_size());
+        std::size_t n = 0;
+        detail::check(conc_list_get_bytes(list_, index, out.data(), out.size(), &n));
+        out.resize(n);
+    }
+
+    /// Sets element `index` to the bytes of `value`; CONC_ERR_OUT_OF_RANGE
+    /// past the end or when `value` is longer than item_size() (the
+    /// element keeps its value).
+    void set(std::size_t index, std::string_view value) {
+        require_open("conc::list::set");
+        detail::check(conc_list_set_bytes(list_, index, value.data(), value.size()));
+    }
+
+    /// Checked like get() and set(): `list[i] = "text"; std::string s = list[i];`.
+    reference operator[](std::size_t index) noexcept { return reference(this, index); }
+    std::string operator[](std::size_t index) const { return get(index); }
 
 private:
-    explicit list(conc_list* adopted) noexcept : list_(adopted) {}
-
-    void require_open(const char* op) const {
-        if (list_ == nullptr) {
-            detail::throw_closed(op, "list");
-        }
-    }
-
-    conc_list* list_ = nullptr;
+    list(conc_list* made, bool owns_name) noexcept : list_base(made, owns_name) {}
 };
 
 // ---------------------------------------------------------------------------
@@ -883,8 +1240,13 @@ private:
 /// by reference; it shares conc::shm, conc::list and anonymous maps.
 ///
 /// An exception escaping the callable in the child is printed to stderr
-/// and the child exits with 1, as a Python child process does. The
-/// destructor joins if still joinable; move-only.
+/// and the child exits with 1, as a Python child process does. Move-only.
+///
+/// A joinable process that is destroyed or move-assigned over kills its
+/// child (SIGKILL) and reaps it, as Boost.Process does, instead of waiting
+/// for ever: so an exception thrown between the spawn and the join never
+/// hangs the program on a child that does not end. Join (or join_for) the
+/// child to wait for it. (This changed in 0.2: 0.1 joined.)
 class process {
 public:
     /// Not a process: joinable() is false.
@@ -909,17 +1271,18 @@ public:
     }
 
     process(process&& other) noexcept : handle_(std::exchange(other.handle_, conc_process{0})) {}
-    /// Joins this process first if it is joinable, then takes `other`'s.
+    /// Kills and reaps this process first if it is joinable, then takes
+    /// `other`'s.
     process& operator=(process&& other) noexcept {
         if (this != &other) {
-            join_quietly();
+            kill_quietly();
             handle_ = std::exchange(other.handle_, conc_process{0});
         }
         return *this;
     }
     process(const process&) = delete;
     process& operator=(const process&) = delete;
-    ~process() { join_quietly(); }
+    ~process() { kill_quietly(); }
 
     bool joinable() const noexcept { return handle_.pid != 0; }
     /// The child's process id (0 when not joinable).
@@ -940,6 +1303,41 @@ public:
         handle_ = conc_process{0};
         return code;
     }
+
+    /// Waits at most `timeout` (rounded up to milliseconds, on the
+    /// monotonic clock) for the child: its exit status as join() gives it,
+    /// or std::nullopt if it is still running (it stays joinable). A zero
+    /// timeout polls: `!p.join_for(0s)` is Python's `p.is_alive()`.
+    /// CONC_ERR_INVALID_STATE when not joinable.
+    template <class Rep, class Period>
+    std::optional<int> join_for(const std::chrono::duration<Rep, Period>& timeout) {
+        require_joinable("conc::process::join_for");
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+        int code = 0;
+        const conc_status s = conc_process_join_timeout(
+            handle_, ms <= 0 ? 0 : static_cast<std::uint64_t>(ms), &code);
+        if (s == CONC_ERR_TIMED_OUT) {
+            return std::nullopt;
+        }
+        detail::check(s);
+        handle_ = conc_process{0};
+        return code;
+    }
+
+    /// Sends `signal` to the child (SIGTERM, SIGKILL: Python's terminate()
+    /// and kill()); 0 only checks that it has not been joined. A child that
+    /// has ended but is not joined yet is not an error. Never reaches a
+    /// process conc did not spawn. CONC_ERR_INVALID_STATE when not
+    /// joinable, CONC_ERR_INVALID_ARGUMENT for a bad signal number.
+    void kill(int signal) {
+        require_joinable("conc::process::kill");
+        detail::check(conc_process_kill(handle_, signal));
+    }
+
+    /// A descriptor that poll() sees readable when the child ends (Python's
+    /// sentinel): owned by conc, valid until the join, never to be closed.
+    /// -1 when not joinable, or on a kernel without pidfd (before 5.3).
+    int fd() const noexcept { return joinable() ? conc_process_fd(handle_) : -1; }
 
 private:
     // The conc_process_fn, run in the child: no exception may cross into C.
@@ -969,14 +1367,623 @@ private:
         return code;
     }
 
-    void join_quietly() noexcept {
+    void require_joinable(const char* op) const {
+        if (!joinable()) {
+            throw error(CONC_ERR_INVALID_STATE,
+                        std::string(op) +
+                            ": the process is not joinable (default-constructed, moved from or joined)");
+        }
+    }
+
+    // SIGKILL cannot be caught or ignored, so the join returns.
+    void kill_quietly() noexcept {
         if (joinable()) {
+            (void)conc_process_kill(handle_, SIGKILL);
             (void)conc_process_join(handle_, nullptr);
         }
         handle_ = conc_process{0};
     }
 
     conc_process handle_{0};
+};
+
+// ---------------------------------------------------------------------------
+// Synchronization
+
+// conc::mutex, conc::condition_variable, conc::semaphore, conc::barrier and
+// conc::event are the C structs (conc_mutex, conc_cond, conc_sem,
+// conc_barrier, conc_event) with member functions: each holds exactly its C
+// struct and nothing else, so it has the C struct's size, alignment (at most
+// 8) and layout, and all-zero bytes are a ready object (an unlocked mutex, a
+// condition variable, a semaphore at 0, a cleared event; a barrier needs its
+// count). The same object works between threads and between processes:
+//
+//   auto seg = conc::shm::create(4096);
+//   auto* m = new (seg.data()) conc::mutex;          // placement new, or
+//   auto* e = reinterpret_cast<conc::event*>(seg.data() + 64);  // zero bytes
+//
+// Like std::mutex they are neither copyable nor movable, and their
+// destructors do nothing (no destroy call, none needed in shared memory).
+//
+// Robust mutexes: when the holder of a conc::mutex ended without unlocking
+// it (its thread exited, its process was killed), the next lock() or
+// try_lock() takes the mutex and throws conc::owner_dead. The thread then
+// holds the mutex: it repairs the data, calls consistent() and unlocks. A
+// lock guard whose constructor threw does not own the mutex, so adopt it:
+//
+//   try {
+//       std::lock_guard<conc::mutex> guard(m);
+//       use(data);
+//   } catch (const conc::owner_dead&) {
+//       std::lock_guard<conc::mutex> guard(m, std::adopt_lock);
+//       repair(data);
+//       m.consistent();
+//   }
+//
+// Unlocking without consistent() leaves the mutex unusable: every later
+// lock throws conc::error with CONC_ERR_INVALID_STATE.
+//
+// Durations are relative, measured on a monotonic clock, and rounded up to
+// whole milliseconds; zero or negative polls once.
+
+/// Thrown by conc::mutex::lock() and try_lock() (and the condition variable's
+/// waits) when the mutex was taken but its previous holder had died holding
+/// it: the caller now holds the mutex, and the data it guards may be
+/// half-updated. status() is CONC_ERR_OWNER_DEAD.
+class owner_dead : public error {
+public:
+    explicit owner_dead(const std::string& message, int os_error = 0)
+        : error(CONC_ERR_OWNER_DEAD, message, os_error) {}
+};
+
+namespace detail {
+
+/// A C timeout for `duration`: whole milliseconds rounded up, 0 for zero or
+/// negative durations, saturated (UINT64_MAX: about 584 million years) for
+/// durations too long to count in milliseconds.
+template <class Rep, class Period>
+std::uint64_t sync_timeout_ms(const std::chrono::duration<Rep, Period>& duration) {
+    if (!(duration > duration.zero())) {
+        return 0;  // also a NaN
+    }
+    // Checked in floating point first, so that converting hours::max() (or
+    // a huge double) to milliseconds cannot overflow.
+    const std::chrono::duration<long double, std::milli> as_ms = duration;
+    if (as_ms.count() >= 9.0e18L) {
+        return UINT64_MAX;
+    }
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration).count();
+    return ms > 0 ? static_cast<std::uint64_t>(ms) : 1;
+}
+
+/// Throws for a status that locked the mutex of a dead holder.
+[[noreturn]] inline void throw_owner_dead() {
+    throw owner_dead(conc_last_error_message(), conc_last_os_error());
+}
+
+/// Checks a call that may have taken a mutex whose holder died.
+inline void check_locked(conc_status status) {
+    if (status == CONC_ERR_OWNER_DEAD) {
+        throw_owner_dead();
+    }
+    check(status);
+}
+
+}  // namespace detail
+
+/// A robust, error-checking, non-recursive mutex (conc_mutex), usable with
+/// std::lock_guard, std::unique_lock and std::scoped_lock, between threads
+/// and between processes. Meets Lockable and TimedLockable (try_lock_for).
+class mutex {
+public:
+    /// An unlocked mutex (all-zero bytes).
+    constexpr mutex() noexcept : m_{} {}
+    mutex(const mutex&) = delete;
+    mutex& operator=(const mutex&) = delete;
+    ~mutex() = default;
+
+    /// Waits for the mutex and takes it. Throws conc::owner_dead (the mutex
+    /// taken) when its holder died holding it; conc::error with
+    /// CONC_ERR_DEADLOCK when the caller holds it already, CONC_ERR_INVALID_STATE
+    /// when it became unusable.
+    void lock() { detail::check_locked(conc_mutex_lock(&m_)); }
+
+    /// Takes the mutex if it is free: true, or false when anyone (the caller
+    /// included) holds it. Throws conc::owner_dead (the mutex taken) and
+    /// conc::error as lock() does.
+    bool try_lock() {
+        const conc_status status = conc_mutex_trylock(&m_);
+        if (status == CONC_ERR_BUSY) {
+            return false;
+        }
+        detail::check_locked(status);
+        return true;
+    }
+
+    /// Waits at most `duration` (rounded up to milliseconds) for the mutex:
+    /// true when taken, false on timeout. Throws as lock() does.
+    template <class Rep, class Period>
+    bool try_lock_for(const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_mutex_lock_timeout(&m_, detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check_locked(status);
+        return true;
+    }
+
+    /// Releases the mutex. Throws conc::error with CONC_ERR_INVALID_STATE when
+    /// the caller does not hold it (nothing changes then).
+    void unlock() { detail::check(conc_mutex_unlock(&m_)); }
+
+    /// Marks the data repaired after conc::owner_dead, so that the mutex
+    /// stays usable. CONC_ERR_INVALID_STATE when the caller does not hold the
+    /// mutex or the mutex was not in that state.
+    void consistent() { detail::check(conc_mutex_consistent(&m_)); }
+
+    conc_mutex* native_handle() noexcept { return &m_; }
+
+private:
+    conc_mutex m_;
+};
+
+/// A condition variable (conc_cond) for a conc::mutex held through a
+/// std::unique_lock, with std::condition_variable's member functions and
+/// results; waiters and notifiers may be in different processes. Each wait
+/// holds the mutex again when it returns or throws; it throws
+/// conc::owner_dead (mutex held) when re-taking it met a dead holder, and
+/// conc::error with CONC_ERR_INVALID_STATE when the lock does not hold the
+/// mutex.
+class condition_variable {
+public:
+    constexpr condition_variable() noexcept : c_{} {}
+    condition_variable(const condition_variable&) = delete;
+    condition_variable& operator=(const condition_variable&) = delete;
+    ~condition_variable() = default;
+
+    /// Wakes at least one waiter, if any.
+    void notify_one() { detail::check(conc_cond_signal(&c_)); }
+    /// Wakes every waiter.
+    void notify_all() { detail::check(conc_cond_broadcast(&c_)); }
+
+    /// Releases the mutex, sleeps until notified (or spuriously), takes the
+    /// mutex again.
+    void wait(std::unique_lock<mutex>& lock) {
+        detail::check_locked(conc_cond_wait(&c_, native_mutex(lock, "wait")));
+    }
+
+    /// Waits until `pred()` is true: `while (!pred()) wait(lock);`.
+    template <class Predicate>
+    void wait(std::unique_lock<mutex>& lock, Predicate pred) {
+        while (!pred()) {
+            wait(lock);
+        }
+    }
+
+    /// Waits at most `duration`: std::cv_status::timeout when the time ran
+    /// out, no_timeout when woken (perhaps spuriously).
+    template <class Rep, class Period>
+    std::cv_status wait_for(std::unique_lock<mutex>& lock,
+                            const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_cond_wait_timeout(&c_, native_mutex(lock, "wait_for"),
+                                                          detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return std::cv_status::timeout;
+        }
+        detail::check_locked(status);
+        return std::cv_status::no_timeout;
+    }
+
+    /// Waits until `pred()` is true or `duration` has passed; returns
+    /// `pred()`'s last value, as std::condition_variable does.
+    template <class Rep, class Period, class Predicate>
+    bool wait_for(std::unique_lock<mutex>& lock, const std::chrono::duration<Rep, Period>& duration,
+                  Predicate pred) {
+        const std::uint64_t ms = detail::sync_timeout_ms(duration);
+        if (ms >= (std::uint64_t{1} << 40)) {
+            // Over 34 years: a deadline on steady_clock could overflow.
+            wait(lock, std::move(pred));
+            return true;
+        }
+        using clock = std::chrono::steady_clock;
+        const clock::time_point deadline =
+            clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+        while (!pred()) {
+            const clock::duration left = deadline - clock::now();
+            if (left <= clock::duration::zero() ||
+                wait_for(lock, left) == std::cv_status::timeout) {
+                return pred();
+            }
+        }
+        return true;
+    }
+
+    conc_cond* native_handle() noexcept { return &c_; }
+
+private:
+    static conc_mutex* native_mutex(std::unique_lock<mutex>& lock, const char* op) {
+        if (lock.mutex() == nullptr) {
+            throw error(CONC_ERR_INVALID_STATE, std::string("conc::condition_variable::") + op +
+                                                    ": the lock has no mutex");
+        }
+        return lock.mutex()->native_handle();
+    }
+
+    conc_cond c_;
+};
+
+/// A counting semaphore (conc_sem), between threads or processes.
+class semaphore {
+public:
+    /// A semaphore at `initial`; conc::error with CONC_ERR_OUT_OF_RANGE
+    /// above CONC_SEM_VALUE_MAX.
+    explicit semaphore(std::uint32_t initial = 0) : s_{} {
+        if (initial != 0) {
+            detail::check(conc_sem_init(&s_, initial));
+        }
+    }
+    semaphore(const semaphore&) = delete;
+    semaphore& operator=(const semaphore&) = delete;
+    ~semaphore() = default;
+
+    /// Waits until the count is above 0 and takes one.
+    void acquire() { detail::check(conc_sem_wait(&s_)); }
+
+    /// Takes one if the count is above 0: true; false at 0.
+    bool try_acquire() {
+        const conc_status status = conc_sem_trywait(&s_);
+        if (status == CONC_ERR_BUSY) {
+            return false;
+        }
+        detail::check(status);
+        return true;
+    }
+
+    /// Waits at most `duration` to take one: false on timeout.
+    template <class Rep, class Period>
+    bool try_acquire_for(const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_sem_wait_timeout(&s_, detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(status);
+        return true;
+    }
+
+    /// Adds one and wakes a waiter. conc::error with CONC_ERR_OUT_OF_RANGE
+    /// at CONC_SEM_VALUE_MAX (the count stays).
+    void release() { detail::check(conc_sem_post(&s_)); }
+
+    /// The current count (already stale when other threads use it).
+    std::uint32_t value() const noexcept { return conc_sem_value(&s_); }
+
+    conc_sem* native_handle() noexcept { return &s_; }
+
+private:
+    conc_sem s_;
+};
+
+/// A reusable barrier (conc_barrier) for `count` callers per round, between
+/// threads or processes.
+class barrier {
+public:
+    /// A barrier for groups of `count` (at least 1: conc::error with
+    /// CONC_ERR_INVALID_ARGUMENT for 0).
+    explicit barrier(std::uint32_t count) : b_{} { detail::check(conc_barrier_init(&b_, count)); }
+    barrier(const barrier&) = delete;
+    barrier& operator=(const barrier&) = delete;
+    ~barrier() = default;
+
+    /// Waits until `count` callers have arrived; true in exactly one caller
+    /// of each round (the leader). A zero-filled barrier that was never
+    /// given a count: conc::error with CONC_ERR_INVALID_STATE.
+    bool arrive_and_wait() {
+        bool leader = false;
+        detail::check(conc_barrier_wait(&b_, &leader));
+        return leader;
+    }
+
+    conc_barrier* native_handle() noexcept { return &b_; }
+
+private:
+    conc_barrier b_;
+};
+
+/// A flag that can be waited for (conc_event), like Python's
+/// multiprocessing.Event, between threads or processes.
+class event {
+public:
+    /// A cleared event (all-zero bytes).
+    constexpr event() noexcept : e_{} {}
+    event(const event&) = delete;
+    event& operator=(const event&) = delete;
+    ~event() = default;
+
+    /// Sets the flag and wakes every waiter.
+    void set() { detail::check(conc_event_set(&e_)); }
+    /// Clears the flag.
+    void clear() { detail::check(conc_event_clear(&e_)); }
+    bool is_set() const noexcept { return conc_event_is_set(&e_); }
+
+    /// Waits until the flag is set.
+    void wait() { detail::check(conc_event_wait(&e_)); }
+
+    /// Waits at most `duration` for the flag: false on timeout.
+    template <class Rep, class Period>
+    bool wait_for(const std::chrono::duration<Rep, Period>& duration) {
+        const conc_status status = conc_event_wait_timeout(&e_, detail::sync_timeout_ms(duration));
+        if (status == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(status);
+        return true;
+    }
+
+    conc_event* native_handle() noexcept { return &e_; }
+
+private:
+    conc_event e_;
+};
+
+// The C++ objects are their C structs: same size, alignment and layout, so
+// they can live in shared memory next to C code using the C structs.
+static_assert(sizeof(mutex) == sizeof(conc_mutex) && alignof(mutex) == alignof(conc_mutex) &&
+              std::is_standard_layout_v<mutex> && std::is_trivially_destructible_v<mutex>);
+static_assert(sizeof(condition_variable) == sizeof(conc_cond) &&
+              alignof(condition_variable) == alignof(conc_cond) &&
+              std::is_standard_layout_v<condition_variable> &&
+              std::is_trivially_destructible_v<condition_variable>);
+static_assert(sizeof(semaphore) == sizeof(conc_sem) && alignof(semaphore) == alignof(conc_sem) &&
+              std::is_standard_layout_v<semaphore> && std::is_trivially_destructible_v<semaphore>);
+static_assert(sizeof(barrier) == sizeof(conc_barrier) &&
+              alignof(barrier) == alignof(conc_barrier) && std::is_standard_layout_v<barrier> &&
+              std::is_trivially_destructible_v<barrier>);
+static_assert(sizeof(event) == sizeof(conc_event) && alignof(event) == alignof(conc_event) &&
+              std::is_standard_layout_v<event> && std::is_trivially_destructible_v<event>);
+
+// ---------------------------------------------------------------------------
+// Queues between processes
+
+namespace detail {
+
+/// A duration as conc's timeout_ms: rounded up to whole milliseconds,
+/// negative as 0, anything beyond 500 million years as "never".
+template <class Rep, class Period>
+std::uint64_t queue_timeout_ms(const std::chrono::duration<Rep, Period>& duration) {
+    const double ms = std::chrono::duration<double, std::milli>(duration).count();
+    if (!(ms > 0)) {
+        return 0;
+    }
+    if (ms >= 1.5e19) {
+        return UINT64_MAX;
+    }
+    auto whole = static_cast<std::uint64_t>(ms);
+    if (static_cast<double>(whole) < ms) {
+        ++whole;
+    }
+    return whole;
+}
+
+}  // namespace detail
+
+/// A bounded FIFO of `T` values between processes (conc_queue), the
+/// counterpart of Python's multiprocessing.Queue for trivially copyable
+/// types: any number of processes push and pop, by name or through a
+/// fork, and a killed peer never breaks it. Move-only; the destructor
+/// closes it, and a queue made by create() also removes its name unless
+/// keep() was called (one made by open() never does), so an exception
+/// never leaves a segment behind. pop() needs T default-constructible.
+///
+/// Once the queue is shut down and empty, pop(), try_pop() and pop_for()
+/// throw conc::error with CONC_ERR_SHUTDOWN; push() throws it at once.
+template <class T>
+class queue {
+    static_assert(std::is_trivially_copyable_v<T>,
+                  "conc::queue<T> copies T's bytes between processes: T must be trivially copyable");
+
+public:
+    using value_type = T;
+
+    /// Not a queue: capacity() 0, name() empty.
+    queue() noexcept = default;
+
+    /// A new queue of `capacity` values with a fresh random name.
+    static queue create(std::size_t capacity) {
+        conc_queue* q = nullptr;
+        detail::check(conc_queue_create(&q, nullptr, capacity, sizeof(T)));
+        return queue(q, true);
+    }
+
+    /// A new queue of `capacity` values named `name` (the shared-memory
+    /// name rules). CONC_ERR_ALREADY_EXISTS when the name is taken.
+    static queue create(std::string_view name, std::size_t capacity) {
+        const std::string c_name = detail::c_string(name, "conc::queue::create", "the name");
+        conc_queue* q = nullptr;
+        detail::check(conc_queue_create(&q, c_name.c_str(), capacity, sizeof(T)));
+        return queue(q, true);
+    }
+
+    /// Attaches to the queue `name`; CONC_ERR_INVALID_ARGUMENT when its
+    /// message size is not sizeof(T) or it is not a queue.
+    static queue open(std::string_view name) {
+        const std::string c_name = detail::c_string(name, "conc::queue::open", "the name");
+        conc_queue* q = nullptr;
+        detail::check(conc_queue_open(&q, c_name.c_str()));
+        queue opened(q, false);
+        if (conc_queue_message_size(q) != sizeof(T)) {
+            throw error(CONC_ERR_INVALID_ARGUMENT,
+                        "conc::queue::open(\"" + c_name + "\"): its messages have " +
+                            std::to_string(conc_queue_message_size(q)) + " bytes, sizeof(T) is " +
+                            std::to_string(sizeof(T)));
+        }
+        return opened;
+    }
+
+    queue(queue&& other) noexcept
+        : queue_(std::exchange(other.queue_, nullptr)),
+          unlink_on_close_(std::exchange(other.unlink_on_close_, false)) {}
+    queue& operator=(queue&& other) noexcept {
+        if (this != &other) {
+            close_quietly();
+            queue_ = std::exchange(other.queue_, nullptr);
+            unlink_on_close_ = std::exchange(other.unlink_on_close_, false);
+        }
+        return *this;
+    }
+    queue(const queue&) = delete;
+    queue& operator=(const queue&) = delete;
+    ~queue() { close_quietly(); }
+
+    bool is_open() const noexcept { return queue_ != nullptr; }
+    explicit operator bool() const noexcept { return is_open(); }
+
+    /// Values waiting (a snapshot).
+    std::size_t size() const noexcept { return conc_queue_len(queue_); }
+    std::size_t capacity() const noexcept { return conc_queue_capacity(queue_); }
+    /// The name, without a leading '/'.
+    std::string_view name() const noexcept { return conc_queue_name(queue_); }
+
+    /// Pushes `value`, waiting while the queue is full.
+    void push(const T& value) {
+        require_open("conc::queue::push");
+        detail::check(conc_queue_push(queue_, &value, sizeof(T)));
+    }
+
+    /// Pushes `value` if there is room now; false when full.
+    bool try_push(const T& value) {
+        require_open("conc::queue::try_push");
+        const conc_status st = conc_queue_try_push(queue_, &value, sizeof(T));
+        if (st == CONC_ERR_BUSY) {
+            return false;
+        }
+        detail::check(st);
+        return true;
+    }
+
+    /// Pushes `value`, waiting at most `timeout` for room; false on timeout.
+    template <class Rep, class Period>
+    bool push_for(const T& value, const std::chrono::duration<Rep, Period>& timeout) {
+        require_open("conc::queue::push_for");
+        const conc_status st =
+            conc_queue_push_timeout(queue_, &value, sizeof(T), detail::queue_timeout_ms(timeout));
+        if (st == CONC_ERR_TIMED_OUT) {
+            return false;
+        }
+        detail::check(st);
+        return true;
+    }
+
+    /// Pops the first value, waiting while the queue is empty.
+    T pop() {
+        require_open("conc::queue::pop");
+        storage s;
+        receive(s, conc_queue_pop(queue_, s.bytes(), sizeof(T), &s.len));
+        return s.value();
+    }
+
+    /// The first value, or std::nullopt when the queue is merely empty.
+    std::optional<T> try_pop() {
+        require_open("conc::queue::try_pop");
+        storage s;
+        const conc_status st = conc_queue_try_pop(queue_, s.bytes(), sizeof(T), &s.len);
+        if (st == CONC_ERR_BUSY) {
+            return std::nullopt;
+        }
+        receive(s, st);
+        return s.value();
+    }
+
+    /// The first value, waiting at most `timeout`; std::nullopt on timeout.
+    template <class Rep, class Period>
+    std::optional<T> pop_for(const std::chrono::duration<Rep, Period>& timeout) {
+        require_open("conc::queue::pop_for");
+        storage s;
+        const conc_status st = conc_queue_pop_timeout(
+            queue_, detail::queue_timeout_ms(timeout), s.bytes(), sizeof(T), &s.len);
+        if (st == CONC_ERR_TIMED_OUT) {
+            return std::nullopt;
+        }
+        receive(s, st);
+        return s.value();
+    }
+
+    /// Ends the queue's life for every process (see conc_queue_shutdown).
+    void shutdown() {
+        require_open("conc::queue::shutdown");
+        detail::check(conc_queue_shutdown(queue_));
+    }
+
+    /// Keeps the name when this queue (made by create) is destroyed.
+    void keep() noexcept { unlink_on_close_ = false; }
+
+    /// Removes the queue's name now; this handle stays usable until closed.
+    void unlink() {
+        require_open("conc::queue::unlink");
+        unlink_on_close_ = false;
+        detail::check(conc_queue_unlink(queue_));
+    }
+
+    /// Closes now (removing the name first if create made it and keep()
+    /// was not called), reporting a failure; nothing when not open.
+    void close() {
+        if (queue_ == nullptr) {
+            return;
+        }
+        const bool unlink_first = std::exchange(unlink_on_close_, false);
+        conc_queue* q = std::exchange(queue_, nullptr);
+        const conc_status unlinked = unlink_first ? conc_queue_unlink(q) : CONC_OK;
+        const error unlink_error = detail::last_error(unlinked);
+        detail::check(conc_queue_close(q));
+        if (unlinked != CONC_OK) {
+            throw unlink_error;
+        }
+    }
+
+    conc_queue* native_handle() const noexcept { return queue_; }
+    /// Gives up ownership: the caller closes (and unlinks) the queue.
+    conc_queue* release() noexcept {
+        unlink_on_close_ = false;
+        return std::exchange(queue_, nullptr);
+    }
+
+private:
+    queue(conc_queue* adopted, bool unlink_on_close) noexcept
+        : queue_(adopted), unlink_on_close_(unlink_on_close) {}
+
+    /// One popped T and the length conc reported.
+    struct storage {
+        T item{};
+        std::size_t len = 0;
+        void* bytes() noexcept { return static_cast<void*>(&item); }
+        T value() const { return item; }
+    };
+
+    void receive(const storage& s, conc_status st) const {
+        detail::check(st);
+        if (s.len != sizeof(T)) {
+            throw error(CONC_ERR_INVALID_STATE,
+                        "conc::queue::pop: a message of " + std::to_string(s.len) +
+                            " bytes, where a T has " + std::to_string(sizeof(T)) +
+                            " (pushed by a C program?)");
+        }
+    }
+
+    void require_open(const char* op) const {
+        if (queue_ == nullptr) {
+            detail::throw_closed(op, "queue");
+        }
+    }
+
+    void close_quietly() noexcept {
+        if (queue_ != nullptr && unlink_on_close_) {
+            (void)conc_queue_unlink(queue_);
+        }
+        (void)conc_queue_close(std::exchange(queue_, nullptr));
+        unlink_on_close_ = false;
+    }
+
+    conc_queue* queue_ = nullptr;
+    bool unlink_on_close_ = false;
 };
 
 // ---------------------------------------------------------------------------

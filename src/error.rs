@@ -4,10 +4,33 @@
 //! Every failing call records a message naming the operation, its argument
 //! and the OS reason in a thread-local slot that `conc_last_error_message`
 //! reads. A successful call leaves the slot as it was.
+//!
+//! # Out of memory
+//!
+//! A failure must be reportable when the heap is exhausted, so nothing on
+//! an error path allocates:
+//!
+//! - an [`Error`]'s message is a [`Message`], a fixed-capacity inline
+//!   buffer ([`MESSAGE_CAPACITY`] bytes, cut at a UTF-8 boundary), filled
+//!   by formatting into it;
+//! - the per-thread slot behind `conc_last_error_message` is a fixed array
+//!   in a `const`-initialised thread local with no destructor, so neither
+//!   recording nor reading it allocates (not even the first time on a
+//!   thread);
+//! - [`describe_errno`] formats `strerror_r` and `strerrorname_np` into a
+//!   [`Message`].
+//!
+//! **Convention for call sites:** build messages with `format_args!`, never
+//! `format!`: `Error::new(CONC_ERR_INVALID_ARGUMENT, format_args!("{op}:
+//! size is 0"))`, `Error::os(format_args!("{op}({name})"), errno)`. A
+//! context that is built once and used several times is a [`Message`]:
+//! `let call = || msg!("{op}({})", ShowName(name));` (the [`msg!`] macro
+//! formats into one, on the stack).
 
-use std::cell::{Cell, RefCell};
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::{c_char, c_int, CStr};
 use std::fmt;
+use std::ops::Deref;
 
 /// The result of every conc function that can fail. The values are fixed
 /// forever: a program may store or compare them as integers.
@@ -59,12 +82,131 @@ pub use conc_status::*;
 #[derive(Debug, Clone, Copy)]
 pub struct RawStatus(pub u32);
 
+/// How many bytes an error message holds; longer messages are cut at a
+/// UTF-8 boundary.
+pub(crate) const MESSAGE_CAPACITY: usize = 256;
+
+/// A string of at most [`MESSAGE_CAPACITY`] bytes, stored inline: made by
+/// formatting into it (`msg!`, [`Message::from_args`], `fmt::Write`),
+/// never allocating. What does not fit is dropped at a character boundary.
+#[derive(Clone, Copy)]
+pub struct Message {
+    len: usize,
+    buf: [u8; MESSAGE_CAPACITY],
+}
+
+impl Message {
+    /// The empty message.
+    pub const fn new() -> Message {
+        Message {
+            len: 0,
+            buf: [0; MESSAGE_CAPACITY],
+        }
+    }
+
+    /// The formatted `args`, cut to [`MESSAGE_CAPACITY`] bytes.
+    pub fn from_args(args: fmt::Arguments<'_>) -> Message {
+        let mut m = Message::new();
+        let _ = fmt::write(&mut m, args);
+        m
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // SAFETY: write_str only ever appends whole UTF-8 characters.
+        unsafe { std::str::from_utf8_unchecked(&self.buf[..self.len]) }
+    }
+}
+
+impl Default for Message {
+    fn default() -> Message {
+        Message::new()
+    }
+}
+
+impl fmt::Write for Message {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = MESSAGE_CAPACITY - self.len;
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        // Never an error: a cut message is still worth having.
+        Ok(())
+    }
+}
+
+impl std::ops::AddAssign<&str> for Message {
+    fn add_assign(&mut self, s: &str) {
+        let _ = fmt::Write::write_str(self, s);
+    }
+}
+
+impl std::ops::Add<&str> for Message {
+    type Output = Message;
+    fn add(mut self, s: &str) -> Message {
+        self += s;
+        self
+    }
+}
+
+impl Deref for Message {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Message {}
+
+impl PartialEq<str> for Message {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Message {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Formats into a [`Message`] on the stack, like `format!` without the
+/// heap: `msg!("{op}({name})")`.
+#[macro_export]
+macro_rules! msg {
+    ($($arg:tt)*) => {
+        $crate::error::Message::from_args(format_args!($($arg)*))
+    };
+}
+
 /// The error every internal operation returns: a status, the full message
 /// for `conc_last_error_message`, and the errno behind it (0 if none).
+/// Building one never allocates (see the module's "Out of memory").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub status: conc_status,
-    pub message: String,
+    pub message: Message,
     pub os_error: i32,
 }
 
@@ -72,23 +214,34 @@ pub struct Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// An error with no OS cause.
-    pub fn new(status: conc_status, message: impl Into<String>) -> Error {
+    /// An error with no OS cause. `message` is formatted into the error's
+    /// inline buffer: pass `format_args!(...)` or a `&str`, not `format!`.
+    pub fn new(status: conc_status, message: impl fmt::Display) -> Error {
         Error {
             status,
-            message: message.into(),
+            message: msg!("{message}"),
             os_error: 0,
         }
     }
 
     /// `CONC_ERR_INVALID_ARGUMENT` with a message.
-    pub fn invalid(message: impl Into<String>) -> Error {
+    pub fn invalid(message: impl fmt::Display) -> Error {
         Error::new(CONC_ERR_INVALID_ARGUMENT, message)
     }
 
     /// `CONC_ERR_INVALID_ARGUMENT` for a NULL pointer argument.
     pub fn null(op: &str, arg: &str) -> Error {
-        Error::invalid(format!("{op}: argument `{arg}` is NULL"))
+        Error::invalid(format_args!("{op}: argument `{arg}` is NULL"))
+    }
+
+    /// `CONC_ERR_RESOURCE_EXHAUSTED` for memory conc could not get,
+    /// `what` naming the call and what it needed.
+    pub fn no_memory(what: impl fmt::Display) -> Error {
+        Error {
+            status: CONC_ERR_RESOURCE_EXHAUSTED,
+            message: msg!("{what}: out of memory (ENOMEM)"),
+            os_error: libc::ENOMEM,
+        }
     }
 
     /// An error caused by the OS error `errno`, with the status derived from
@@ -97,7 +250,7 @@ impl Error {
     pub fn os(context: impl fmt::Display, errno: i32) -> Error {
         Error {
             status: status_from_errno(errno),
-            message: format!("{context}: {}", describe_errno(errno)),
+            message: msg!("{context}: {}", describe_errno(errno)),
             os_error: errno,
         }
     }
@@ -153,7 +306,7 @@ pub fn status_from_errno(errno: i32) -> conc_status {
 /// C libraries too, whose messages say `errno N` instead. Looked up on each
 /// call (failure paths only) so that nothing is cached mid-initialisation
 /// across a fork.
-fn errno_name(errno: i32) -> Option<String> {
+fn errno_name(errno: i32) -> Option<&'static str> {
     type StrerrornameNp = unsafe extern "C" fn(c_int) -> *const c_char;
     // SAFETY: dlsym with a NUL-terminated name has no other precondition.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"strerrorname_np".as_ptr()) };
@@ -165,46 +318,79 @@ fn errno_name(errno: i32) -> Option<String> {
     // SAFETY: strerrorname_np takes any int and returns NULL or a pointer to
     // a static NUL-terminated string.
     let name = unsafe { f(errno) };
+    if name.is_null() {
+        return None;
+    }
     // SAFETY: non-NULL results point to static NUL-terminated strings.
-    (!name.is_null()).then(|| {
-        unsafe { CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned()
-    })
+    unsafe { CStr::from_ptr(name) }.to_str().ok()
 }
 
-/// `"No such file or directory (ENOENT)"` for `ENOENT`.
-pub fn describe_errno(errno: i32) -> String {
-    let text = std::io::Error::from_raw_os_error(errno).to_string();
-    // std appends " (os error N)"; the C reader wants the symbolic name.
-    let text = match text.rfind(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+/// `"No such file or directory (ENOENT)"` for `ENOENT`. Never allocates:
+/// the text comes from `strerror_r` into a stack buffer.
+pub fn describe_errno(errno: i32) -> Message {
+    let mut buf = [0u8; 128];
+    // SAFETY: the buffer is writable for its length; the XSI strerror_r
+    // (which the libc crate binds on glibc) NUL-terminates within it.
+    let rc = unsafe { libc::strerror_r(errno, buf.as_mut_ptr().cast(), buf.len()) };
+    let text = if rc == 0 {
+        CStr::from_bytes_until_nul(&buf)
+            .ok()
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("Unknown error")
+    } else {
+        "Unknown error"
     };
     match errno_name(errno) {
-        Some(name) => format!("{text} ({name})"),
-        None => format!("{text} (errno {errno})"),
+        Some(name) => msg!("{text} ({name})"),
+        None => msg!("{text} (errno {errno})"),
     }
 }
 
+/// The per-thread copy of the last error message, NUL-terminated. Room
+/// for every byte of a [`Message`] with each NUL in it written as `\\0`.
+const SLOT_SIZE: usize = 2 * MESSAGE_CAPACITY + 1;
+
 thread_local! {
-    static LAST_MESSAGE: RefCell<CString> = RefCell::new(CString::default());
+    // Both are const-initialised with types that need no destructor, so
+    // they live in the thread's static TLS block: no allocation and no
+    // destructor registration, ever.
+    static LAST_MESSAGE: UnsafeCell<[u8; SLOT_SIZE]> = const { UnsafeCell::new([0; SLOT_SIZE]) };
     static LAST_OS_ERROR: Cell<i32> = const { Cell::new(0) };
 }
 
-/// Records `err` as the calling thread's last error.
+/// Records `err` as the calling thread's last error. Never allocates.
 pub fn set_last_error(err: &Error) {
-    let message = CString::new(err.message.replace('\0', "\\0")).unwrap_or_default();
-    // During thread teardown the slots may be gone; the error is then lost,
-    // which is better than a panic.
-    let _ = LAST_MESSAGE.try_with(|m| *m.borrow_mut() = message);
+    let _ = LAST_MESSAGE.try_with(|slot| {
+        // SAFETY: the slot belongs to this thread, and no reference into it
+        // is alive: C holds at most a raw pointer, documented as valid only
+        // until the next failing call on this thread.
+        let slot = unsafe { &mut *slot.get() };
+        let mut n = 0;
+        for &b in err.message.as_bytes() {
+            if b == 0 {
+                slot[n] = b'\\';
+                slot[n + 1] = b'0';
+                n += 2;
+            } else {
+                slot[n] = b;
+                n += 1;
+            }
+        }
+        slot[n] = 0;
+    });
     let _ = LAST_OS_ERROR.try_with(|e| e.set(err.os_error));
 }
 
 /// The calling thread's last error message, for tests written in Rust.
 pub fn last_error_message() -> String {
     LAST_MESSAGE
-        .try_with(|m| m.borrow().to_string_lossy().into_owned())
+        .try_with(|slot| {
+            // SAFETY: this thread's slot, always NUL-terminated.
+            let bytes = unsafe { &*slot.get() };
+            CStr::from_bytes_until_nul(bytes)
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .unwrap_or_default()
 }
 
@@ -246,7 +432,7 @@ pub extern "C" fn conc_status_str(status: RawStatus) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn conc_last_error_message() -> *const c_char {
     LAST_MESSAGE
-        .try_with(|m| m.borrow().as_ptr())
+        .try_with(|slot| slot.get().cast::<c_char>().cast_const())
         .unwrap_or(c"".as_ptr())
 }
 
@@ -325,6 +511,28 @@ mod tests {
             set_last_error(&Error::os("op", libc::EACCES));
             assert_eq!(last_error_message(), "op: Permission denied (EACCES)");
             assert_eq!(conc_last_os_error(), libc::EACCES);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        // 255 ASCII bytes, then a 2-byte character that does not fit whole.
+        let text = format!("{}é and more", "x".repeat(MESSAGE_CAPACITY - 1));
+        let e = Error::new(CONC_ERR_IO, &text);
+        assert_eq!(e.message.len(), MESSAGE_CAPACITY - 1);
+        assert!(text.starts_with(e.message.as_str()));
+        let e = Error::new(CONC_ERR_IO, format_args!("{}", "é".repeat(200)));
+        assert_eq!(e.message.len(), MESSAGE_CAPACITY);
+        assert_eq!(e.message.chars().count(), MESSAGE_CAPACITY / 2);
+    }
+
+    #[test]
+    fn nul_bytes_in_messages_are_shown() {
+        std::thread::spawn(|| {
+            set_last_error(&Error::new(CONC_ERR_IO, "a\0b"));
+            assert_eq!(last_error_message(), "a\\0b");
         })
         .join()
         .unwrap();

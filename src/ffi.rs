@@ -47,7 +47,7 @@ fn panic_error(op: &str, payload: &(dyn std::any::Any + Send)) -> Error {
         .unwrap_or("unknown panic");
     Error::new(
         CONC_ERR_PANIC,
-        format!("{op}: internal error (panic: {what}); please report it"),
+        format_args!("{op}: internal error (panic: {what}); please report it"),
     )
 }
 
@@ -109,6 +109,19 @@ pub unsafe fn c_str<'a>(ptr: *const c_char, op: &str, arg: &str) -> Result<&'a C
     not_null(ptr, op, arg)?;
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
     Ok(unsafe { CStr::from_ptr(ptr) })
+}
+
+/// A `CString` of the concatenated `parts`, which must hold no NUL byte,
+/// or None when memory is short: allocating fallibly, it never aborts.
+pub fn try_cstring(parts: &[&[u8]]) -> Option<std::ffi::CString> {
+    let len = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v.push(0);
+    std::ffi::CString::from_vec_with_nul(v).ok()
 }
 
 /// Turns a `(pointer, length)` byte range from C into a slice. A length of

@@ -219,6 +219,8 @@ pub fn try_box<T>(value: T) -> Result<Box<T>> {
 /// memory is short.
 pub fn publish<T: Object>(object: T) -> Result<*mut T> {
     let boxed = try_box(object)?;
+    // Before the table's lock is first used: every fork() takes it.
+    crate::fork::ensure_registered();
     let mut free = table();
     let index = if free.head != 0 {
         free.head - 1
@@ -245,7 +247,7 @@ pub fn publish<T: Object>(object: T) -> Result<*mut T> {
 fn refuse<T: Object>(op: &str, arg: &str) -> Error {
     Error::new(
         CONC_ERR_INVALID_STATE,
-        format!(
+        format_args!(
             "{op}: `{arg}` is not an open {} (closed already, or never made by conc)",
             T::KIND.name()
         ),

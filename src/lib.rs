@@ -5,6 +5,7 @@
 //! (see `build.rs`); the doc comments of the exported functions are the
 //! documentation C users read. One module per concept:
 //!
+//! - [`cpus`]: how many CPUs the process may use, found without allocating;
 //! - [`error`]: `conc_status`, the thread-local last error, the version;
 //! - [`ffi`]: the boundary helpers every exported function goes through;
 //! - [`handle`]: the generational handles behind every opaque pointer;
@@ -18,9 +19,15 @@
 //! - [`tsan`]: ThreadSanitizer annotations for the edges conc creates.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+// `error::Error` carries its message inline (256 bytes) so that building
+// one never allocates, even with the heap exhausted. Results are returned
+// through memory either way; the success path never copies the error.
+#![allow(clippy::result_large_err)]
 
+pub mod cpus;
 pub mod error;
 pub mod ffi;
+mod fork;
 pub mod handle;
 pub mod list;
 pub mod mmap;
@@ -28,6 +35,7 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shm;
+pub mod sigbus;
 pub mod sync;
 pub mod thread;
 pub mod tsan;

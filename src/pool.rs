@@ -903,7 +903,6 @@ static DEFAULT: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
 static DEFAULT_LOCK: Lock<()> = Lock::new(());
 /// Default pools forgotten in forked children, kept reachable.
 static ORPHANS: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
-static ATFORK: AtomicBool = AtomicBool::new(false);
 
 /// The default pool, made on first use.
 fn default_pool() -> Result<&'static Shared> {
@@ -938,30 +937,11 @@ fn pool_ref(pool: &Shared) -> PoolRef {
     PoolRef(NonNull::from(pool))
 }
 
-extern "C" fn atfork_prepare() {
-    fork_prepare();
-}
-extern "C" fn atfork_parent() {
-    fork_parent();
-}
-extern "C" fn atfork_child() {
-    fork_child();
-}
-
-/// Registers the fork hooks once (the atfork handlers of conc may call
-/// them too: they nest).
+/// Makes sure conc's `pthread_atfork` handlers (`crate::fork`), which
+/// call the hooks below, are registered before a pool is first used. The
+/// hooks nest, so a second caller of them is harmless.
 fn watch_forks() {
-    if !ATFORK.load(Relaxed) && !ATFORK.swap(true, SeqCst) {
-        // SAFETY: plain functions; a failure (ENOMEM) only loses the
-        // protection.
-        unsafe {
-            libc::pthread_atfork(
-                Some(atfork_prepare),
-                Some(atfork_parent),
-                Some(atfork_child),
-            )
-        };
-    }
+    crate::fork::ensure_registered();
 }
 
 /// Called by conc's `pthread_atfork` prepare handler, before any other
@@ -1771,7 +1751,7 @@ mod tests {
     unsafe extern "C" fn nest(arg: *mut c_void) -> *mut c_void {
         let n = arg as usize;
         if n == 0 {
-            return 1 as *mut c_void;
+            return (n + 1) as *mut c_void;
         }
         let t = spawn(DEPTH_POOL.load(Relaxed), nest, n - 1);
         (join_ok(t) + 1) as *mut c_void
@@ -1841,13 +1821,13 @@ mod tests {
         GATE.store(false, SeqCst);
         let t = spawn(p, wait_gate, 9);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut r = 1 as *mut c_void;
+        let mut r = 7 as *mut c_void;
         // SAFETY: valid out pointer.
         assert_eq!(
             unsafe { conc_task_join_timeout(t, 30, &mut r) },
             CONC_ERR_TIMED_OUT
         );
-        assert_eq!(r as usize, 1);
+        assert_eq!(r as usize, 7);
         // SAFETY: as above.
         assert_eq!(
             unsafe { conc_task_join_timeout(t, 0, &mut r) },

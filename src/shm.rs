@@ -12,7 +12,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{
-    conc_status, Error, Result, CONC_ERR_ALREADY_EXISTS, CONC_ERR_IO, CONC_ERR_NOT_FOUND,
+    conc_status, Error, Result, CONC_ERR_ALREADY_EXISTS, CONC_ERR_NOT_FOUND,
     CONC_ERR_RESOURCE_EXHAUSTED,
 };
 use crate::ffi::{c_str, guard, guard_value, out_ref};
@@ -26,9 +26,13 @@ const RANDOM_PREFIX: &str = "psm_";
 /// How many random names `create` tries before giving up.
 const RANDOM_ATTEMPTS: u32 = 100;
 
+/// What [`segment_path`] returns when it cannot get memory for the path.
+pub(crate) const OUT_OF_MEMORY: &str = "out of memory";
+
 /// Checks `name` against the naming rules and returns the path that
 /// `shm_open` takes: `/` followed by the name without its optional leading
-/// `/`. On a bad name, returns why it is refused.
+/// `/`. On a bad name, returns why it is refused ([`OUT_OF_MEMORY`] when
+/// there is no memory for the path).
 ///
 /// The rules: an optional leading `/`, then 1 to 30 characters, each a
 /// letter, digit, `_`, `-` or `.`; not `.` or `..`.
@@ -53,11 +57,8 @@ pub(crate) fn segment_path(name: &CStr) -> std::result::Result<CString, &'static
     if bare == b"." || bare == b".." {
         return Err("\".\" and \"..\" are not names");
     }
-    let mut path = Vec::with_capacity(bare.len() + 2);
-    path.push(b'/');
-    path.extend_from_slice(bare);
     // The bytes come from a CStr, so there is no NUL inside.
-    CString::new(path).map_err(|_| "the name contains a NUL byte")
+    crate::ffi::try_cstring(&[b"/", bare]).ok_or(OUT_OF_MEMORY)
 }
 
 /// A name as messages show it: `"psm_1f2e3d4c"` (quoted, escaped), or
@@ -78,7 +79,10 @@ impl fmt::Display for ShowName<'_> {
 /// `CONC_ERR_INVALID_ARGUMENT` naming the call.
 pub(crate) fn checked_path(op: &str, name: &CStr, rest: fmt::Arguments<'_>) -> Result<CString> {
     segment_path(name).map_err(|why| {
-        Error::invalid(format!(
+        if why == OUT_OF_MEMORY {
+            return Error::no_memory(format_args!("{op}({}{rest})", ShowName(Some(name))));
+        }
+        Error::invalid(format_args!(
             "{op}({}{rest}): invalid shared memory name: {why}",
             ShowName(Some(name))
         ))
@@ -99,8 +103,8 @@ fn random_path(op: &str) -> Result<CString> {
             return Err(Error::os(format_args!("{op}: getrandom"), errno));
         }
     }
-    let path = format!("/{RANDOM_PREFIX}{:08x}", u32::from_ne_bytes(bytes));
-    CString::new(path).map_err(|_| Error::new(CONC_ERR_IO, "unreachable: NUL in a hex name"))
+    let path = crate::msg!("/{RANDOM_PREFIX}{:08x}", u32::from_ne_bytes(bytes));
+    crate::ffi::try_cstring(&[path.as_bytes()]).ok_or_else(|| Error::no_memory(op))
 }
 
 /// Closes `fd`, ignoring the result (the descriptor is gone either way on
@@ -175,12 +179,12 @@ impl Segment {
         let call = |path: &CStr| {
             let shown = ShowName(Some(&path[1..]));
             match name {
-                Some(_) => format!("{op}({shown}{rest})"),
-                None => format!("{op}(NULL{rest}) with the random name {shown}"),
+                Some(_) => crate::msg!("{op}({shown}{rest})"),
+                None => crate::msg!("{op}(NULL{rest}) with the random name {shown}"),
             }
         };
         if size == 0 {
-            return Err(Error::invalid(format!(
+            return Err(Error::invalid(format_args!(
                 "{op}({}{rest}): the size is 0",
                 ShowName(name)
             )));
@@ -189,7 +193,7 @@ impl Segment {
         let Ok(length) = libc::off_t::try_from(size) else {
             return Err(Error::new(
                 CONC_ERR_RESOURCE_EXHAUSTED,
-                format!(
+                format_args!(
                     "{op}({}{rest}): larger than the largest possible segment",
                     ShowName(name)
                 ),
@@ -279,7 +283,7 @@ impl Segment {
     /// whole real size. A segment of size 0 is `CONC_ERR_INVALID_ARGUMENT`.
     pub(crate) fn open(op: &str, name: &CStr) -> Result<Segment> {
         let path = checked_path(op, name, format_args!(""))?;
-        let call = || format!("{op}({})", ShowName(Some(name)));
+        let call = || crate::msg!("{op}({})", ShowName(Some(name)));
         // SAFETY: path is a valid C string.
         let fd = unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR, 0) };
         if fd < 0 {
@@ -293,7 +297,7 @@ impl Segment {
                 return Err(Error::last_os(format_args!("{}: fstat", call())));
             }
             if st.st_size == 0 {
-                return Err(Error::invalid(format!(
+                return Err(Error::invalid(format_args!(
                     "{}: the segment has size 0 (not yet sized by its creator?)",
                     call()
                 )));
@@ -301,7 +305,7 @@ impl Segment {
             let size = usize::try_from(st.st_size).map_err(|_| {
                 Error::new(
                     CONC_ERR_RESOURCE_EXHAUSTED,
-                    format!("{}: the segment is larger than the address space", call()),
+                    format_args!("{}: the segment is larger than the address space", call()),
                 )
             })?;
             let ptr = map_shared(fd, size)
@@ -336,7 +340,7 @@ impl Segment {
     /// Removes the segment's name. A second unlink through the same handle,
     /// or of a name that is gone, is `CONC_ERR_NOT_FOUND`.
     pub(crate) fn unlink(&self, op: &str) -> Result<()> {
-        let call = || format!("{op}({})", ShowName(Some(self.name())));
+        let call = || crate::msg!("{op}({})", ShowName(Some(self.name())));
         if self.unlinked.swap(true, Ordering::AcqRel) {
             return Err(Error::os(call(), libc::ENOENT));
         }
@@ -402,6 +406,9 @@ impl crate::handle::Object for conc_shm {
 /// with SIGBUS at a later write. (A memory cgroup limit lower than the
 /// free space of `/dev/shm` is outside what this can check.) When create
 /// fails, no name is left behind.
+///
+/// Segments live in `/dev/shm`: on a system without it (some minimal
+/// containers) create gives `CONC_ERR_NOT_FOUND`.
 ///
 /// On success `*out` is the new handle, owned by the caller until
 /// `conc_shm_close`; the segment itself stays until `conc_shm_unlink`.
@@ -616,7 +623,7 @@ pub(crate) mod tests {
     }
 
     fn create(name: Option<&CStr>, size: usize) -> (conc_status, *mut conc_shm) {
-        let mut out = 1usize as *mut conc_shm;
+        let mut out = std::ptr::dangling_mut::<conc_shm>();
         let name = name.map_or(ptr::null(), CStr::as_ptr);
         // SAFETY: out is valid; name is NULL or a C string.
         let st = unsafe { conc_shm_create(&mut out, name, size) };
@@ -624,7 +631,7 @@ pub(crate) mod tests {
     }
 
     fn open(name: &CStr) -> (conc_status, *mut conc_shm) {
-        let mut out = 1usize as *mut conc_shm;
+        let mut out = std::ptr::dangling_mut::<conc_shm>();
         // SAFETY: out is valid; name is a C string.
         let st = unsafe { conc_shm_open(&mut out, name.as_ptr()) };
         (st, out)
@@ -761,7 +768,7 @@ pub(crate) mod tests {
                 conc_shm_open(ptr::null_mut(), c"x".as_ptr()),
                 CONC_ERR_INVALID_ARGUMENT
             );
-            let mut out = 1usize as *mut conc_shm;
+            let mut out = std::ptr::dangling_mut::<conc_shm>();
             assert_eq!(
                 conc_shm_open(&mut out, ptr::null()),
                 CONC_ERR_INVALID_ARGUMENT

@@ -14,6 +14,16 @@
 //! 0, never reused, and not guessable from one another, so `{id + 1}` of a
 //! live handle names nothing.
 //!
+//! Joins that would never return are refused: a thread joining itself, or
+//! closing a cycle of joins (A joins B while B joins A, or longer). Each
+//! join in progress records who waits on whom in the registry, so the
+//! joiner follows the chain from its target under the lock: if it leads
+//! back to the joiner, the join is `CONC_ERR_DEADLOCK`.
+//!
+//! A timed join marks the entry as being joined (so that other joins are
+//! refused meanwhile), waits with `pthread_clockjoin_np` on the monotonic
+//! clock, and clears the mark on time-out: the handle stays joinable.
+//!
 //! A thread with neither name nor stack size runs the caller's function
 //! itself (no allocation). A named thread starts in a small trampoline that
 //! sets the name from inside the new thread, then calls the function.
@@ -23,12 +33,12 @@ use std::ffi::{c_char, c_void};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::error::{
     conc_status, Error, Result, CONC_ERR_DEADLOCK, CONC_ERR_INVALID_STATE,
-    CONC_ERR_RESOURCE_EXHAUSTED,
+    CONC_ERR_RESOURCE_EXHAUSTED, CONC_ERR_TIMED_OUT,
 };
 use crate::ffi::{c_str, guard, guard_value, opt_out_ref, out_ref};
 
@@ -81,6 +91,15 @@ struct Entry {
     /// The fork generation it was started in: a handle from before a fork
     /// names a thread that does not exist in the child.
     generation: u64,
+    /// A thread is joining it now (a timed join may give it back).
+    joining: bool,
+}
+
+/// A join in progress: `waiter` waits for `target` to end.
+#[derive(Clone, Copy)]
+struct Wait {
+    waiter: libc::pthread_t,
+    target: libc::pthread_t,
 }
 
 /// Ids are uniformly mixed already (and chosen by conc, not by callers),
@@ -111,28 +130,78 @@ struct Registry {
     counter: u64,
     /// Made on the first spawn (a `HashMap` cannot be built in a `static`).
     threads: Option<Threads>,
+    /// The joins in progress. Few: a Vec that keeps its capacity.
+    waits: Vec<Wait>,
+    /// Room reserved in `threads` for spawns under way (see [`Reservation`]).
+    reserved: usize,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     counter: 0,
     threads: None,
+    waits: Vec::new(),
+    reserved: 0,
 });
 
 /// Bumped in the child after every `fork`.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-static FORK_HANDLER: Once = Once::new();
 
-fn registry() -> MutexGuard<'static, Registry> {
-    // Nothing panics while holding the lock, and the map stays consistent
-    // whatever happens, so a poisoned lock is still good.
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+/// The registry, locked. ThreadSanitizer cannot see the std mutex inside
+/// this uninstrumented library, so the guard announces the unlock → lock
+/// edge (its memory is malloc'd and realloc'd under the lock, which TSan
+/// does see).
+struct RegistryGuard(MutexGuard<'static, Registry>);
+
+impl std::ops::Deref for RegistryGuard {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.0
+    }
 }
 
-/// Holds the thread registry's lock until the returned guard is dropped.
-/// `conc_process_spawn` holds it across `fork`, so that the child never
-/// inherits it locked by a thread that does not exist there.
-pub(crate) fn lock_registry_for_fork() -> impl Sized {
-    registry()
+impl std::ops::DerefMut for RegistryGuard {
+    fn deref_mut(&mut self) -> &mut Registry {
+        &mut self.0
+    }
+}
+
+impl Drop for RegistryGuard {
+    fn drop(&mut self) {
+        // Runs before the inner guard unlocks.
+        crate::tsan::release(std::ptr::addr_of!(REGISTRY).cast());
+    }
+}
+
+fn registry() -> RegistryGuard {
+    // Nothing panics while holding the lock, and the map stays consistent
+    // whatever happens, so a poisoned lock is still good.
+    let guard = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::tsan::acquire(std::ptr::addr_of!(REGISTRY).cast());
+    RegistryGuard(guard)
+}
+
+static FORK_HELD: crate::fork::Slot<RegistryGuard> = crate::fork::Slot::new();
+
+/// The fork prepare handler's part: takes the registry, so that the child
+/// never inherits it locked by a thread that does not exist there.
+pub(crate) fn fork_lock() {
+    let guard = registry();
+    // SAFETY: called by the prepare handler only.
+    unsafe { FORK_HELD.put(guard) };
+}
+
+/// The parent and child handlers' part. In the child, every handle from
+/// before the fork names a thread that does not exist there (the new
+/// generation makes joins refuse them), and no thread of the parent is
+/// joining anything (clear() keeps the buffer: no allocation).
+pub(crate) fn fork_unlock(in_child: bool) {
+    // SAFETY: called by the parent or child handler only.
+    if let Some(mut reg) = unsafe { FORK_HELD.take() } {
+        if in_child {
+            FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+            reg.waits.clear();
+        }
+    }
 }
 
 /// The splitmix64 finalizer: a bijection of `u64` that scatters
@@ -173,20 +242,50 @@ impl Registry {
             // mix is a bijection, so exactly one counter value gives 0.
             if id != 0 {
                 let threads = self.threads.get_or_insert_with(Threads::default);
-                threads.insert(id, Entry { thread, generation });
+                threads.insert(
+                    id,
+                    Entry {
+                        thread,
+                        generation,
+                        joining: false,
+                    },
+                );
+                self.reserved = self.reserved.saturating_sub(1);
                 return id;
             }
         }
     }
 
-    /// Takes `id` out of the registry for a join or a detach by the calling
-    /// thread: its `pthread_t`, which the caller now owns.
-    fn take(&mut self, id: u64, op: &str, joining: bool) -> Result<libc::pthread_t> {
+    /// Makes room for one more entry, so that registering a thread after
+    /// it has started cannot fail: with memory short, the spawn fails
+    /// before anything runs.
+    fn reserve(&mut self, op: &str) -> Result<()> {
+        let threads = self.threads.get_or_insert_with(Threads::default);
+        threads
+            .try_reserve(self.reserved + 1)
+            .map_err(|_| Error::no_memory(format_args!("{op}: the thread registry")))?;
+        self.reserved += 1;
+        Ok(())
+    }
+
+    /// Takes `id` out of the registry for a detach: its `pthread_t`, which
+    /// the caller now owns.
+    fn take(&mut self, id: u64, op: &str) -> Result<libc::pthread_t> {
+        let entry = self.find(id, op)?;
+        let thread = entry.thread;
+        if let Some(threads) = self.threads.as_mut() {
+            threads.remove(&id);
+        }
+        Ok(thread)
+    }
+
+    /// The joinable entry `id`, not being joined by another thread.
+    fn find(&mut self, id: u64, op: &str) -> Result<&mut Entry> {
         let threads = self.threads.get_or_insert_with(Threads::default);
         let Some(entry) = threads.get(&id) else {
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!(
+                format_args!(
                     "{op}(thread {id:#x}): not a joinable thread (already joined or detached, \
                      a copy of such a handle, or never made by conc_thread_spawn)"
                 ),
@@ -196,38 +295,85 @@ impl Registry {
             threads.remove(&id);
             return Err(Error::new(
                 CONC_ERR_INVALID_STATE,
-                format!(
+                format_args!(
                     "{op}(thread {id:#x}): the thread was started before a fork and does not \
                      exist in this process"
                 ),
             ));
         }
-        // SAFETY: pthread_equal and pthread_self have no preconditions.
-        if joining && unsafe { libc::pthread_equal(entry.thread, libc::pthread_self()) } != 0 {
-            return Err(Error::os(
-                format_args!("{op}(thread {id:#x}): a thread cannot join itself"),
-                libc::EDEADLK,
-            )
-            .with_status(CONC_ERR_DEADLOCK));
+        if entry.joining {
+            return Err(Error::new(
+                CONC_ERR_INVALID_STATE,
+                format_args!("{op}(thread {id:#x}): another thread is joining it"),
+            ));
         }
-        let entry = threads.remove(&id).map(|e| e.thread);
-        Ok(entry.expect("the entry was just found"))
+        Ok(threads.get_mut(&id).expect("the entry was just found"))
     }
-}
 
-extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
+    /// Claims `id` for a join by the calling thread `me`: marks it as being
+    /// joined and records that `me` waits for it. Refuses a join of
+    /// oneself, and one that would close a cycle of joins.
+    fn claim(&mut self, id: u64, op: &str, me: libc::pthread_t) -> Result<libc::pthread_t> {
+        self.waits.try_reserve(1).map_err(|_| {
+            Error::os(
+                format_args!("{op}(thread {id:#x}): no memory"),
+                libc::ENOMEM,
+            )
+            .with_status(CONC_ERR_RESOURCE_EXHAUSTED)
+        })?;
+        let target = self.find(id, op)?.thread;
+        // Follow who the target waits for, and so on: each thread waits
+        // for at most one, so this is a chain, at most as long as the list.
+        let mut next = target;
+        for _ in 0..=self.waits.len() {
+            // SAFETY: pthread_equal has no preconditions.
+            if unsafe { libc::pthread_equal(next, me) } != 0 {
+                let what = if next == target {
+                    "a thread cannot join itself".to_string()
+                } else {
+                    "joining it would close a cycle of joins (it waits, directly or through \
+                     other threads, for the calling thread)"
+                        .to_string()
+                };
+                return Err(
+                    Error::os(format_args!("{op}(thread {id:#x}): {what}"), libc::EDEADLK)
+                        .with_status(CONC_ERR_DEADLOCK),
+                );
+            }
+            // SAFETY: as above.
+            match self
+                .waits
+                .iter()
+                .find(|w| unsafe { libc::pthread_equal(w.waiter, next) } != 0)
+            {
+                Some(w) => next = w.target,
+                None => break,
+            }
+        }
+        self.find(id, op)?.joining = true;
+        self.waits.push(Wait { waiter: me, target });
+        Ok(target)
+    }
 
-/// Makes sure a fork invalidates the handles of threads that the child
-/// does not have (joining one there would wait forever).
-fn watch_forks() {
-    FORK_HANDLER.call_once(|| {
-        // SAFETY: the handler is a plain function that only bumps an atomic,
-        // which is async-signal-safe as a child handler must be. A failure
-        // (ENOMEM) only loses that protection.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    /// Ends the join of `id` by `me`: forgets the entry once joined, or
+    /// gives it back (still joinable) after a time-out.
+    fn unclaim(&mut self, id: u64, me: libc::pthread_t, joined: bool) {
+        // SAFETY: pthread_equal has no preconditions.
+        if let Some(i) = self
+            .waits
+            .iter()
+            .position(|w| unsafe { libc::pthread_equal(w.waiter, me) } != 0)
+        {
+            self.waits.swap_remove(i);
+        }
+        if let Some(threads) = self.threads.as_mut() {
+            if joined {
+                threads.remove(&id);
+            } else if let Some(e) = threads.get_mut(&id) {
+                e.joining = false;
+            }
+        }
+    }
 }
 
 /// What the trampoline of a named thread needs; boxed by the spawner and
@@ -287,15 +433,21 @@ fn get_minstack() -> Option<GetMinstack> {
 /// thread is inside one of them would leave it "under way" forever in the
 /// child, whose first conc call to need it would then wait forever.
 pub(crate) fn init_lazy_statics() {
-    watch_forks();
+    // Both TSan look-ups (dlsym) happen here, never in a fork handler.
+    crate::tsan::acquire(std::ptr::addr_of!(REGISTRY).cast());
+    crate::tsan::release(std::ptr::addr_of!(REGISTRY).cast());
     id_key();
     get_minstack();
+    clockjoin();
 }
 
 /// Whether every lazy initialisation of this module is complete.
 #[cfg(test)]
 pub(crate) fn lazy_statics_ready() -> bool {
-    FORK_HANDLER.is_completed() && KEY.get().is_some() && GET_MINSTACK.get().is_some()
+    crate::fork::registered()
+        && KEY.get().is_some()
+        && GET_MINSTACK.get().is_some()
+        && CLOCKJOIN.get().is_some()
 }
 
 /// The smallest stack the platform accepts for a thread made with `attr`.
@@ -327,7 +479,7 @@ unsafe fn create(
     attr: *const libc::pthread_attr_t,
     start: extern "C" fn(*mut c_void) -> *mut c_void,
     arg: *mut c_void,
-    context: &dyn Fn() -> String,
+    context: &dyn Fn() -> crate::error::Message,
 ) -> Result<libc::pthread_t> {
     let mut thread = MaybeUninit::<libc::pthread_t>::uninit();
     // SAFETY: per the caller's contract; `thread` is writable.
@@ -353,7 +505,7 @@ unsafe fn create_with(
     stack_size: usize,
     f: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     arg: *mut c_void,
-    context: &dyn Fn() -> String,
+    context: &dyn Fn() -> crate::error::Message,
 ) -> Result<libc::pthread_t> {
     let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
     // SAFETY: attr is writable storage for an attribute object.
@@ -411,7 +563,7 @@ unsafe fn create_with(
         for (dst, &src) in start.name.iter_mut().zip(truncate_name(name)) {
             *dst = src as c_char;
         }
-        let start = Box::into_raw(Box::new(start));
+        let start = Box::into_raw(crate::handle::try_box(start)?);
         // SAFETY: start_named unwinds only by pthread_exit's forced unwind,
         // which pthreads handle; the ABIs are otherwise the same.
         let routine = unsafe {
@@ -433,6 +585,30 @@ unsafe fn create_with(
     result
 }
 
+/// Room for one thread in the registry, taken before `pthread_create` and
+/// given back on drop unless the thread was registered ([`Registry::insert`]
+/// consumes it).
+struct Reservation;
+
+impl Reservation {
+    fn take(op: &str) -> Result<Reservation> {
+        registry().reserve(op)?;
+        Ok(Reservation)
+    }
+
+    /// The thread was registered, which used the room up.
+    fn used(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut r = registry();
+        r.reserved = r.reserved.saturating_sub(1);
+    }
+}
+
 /// The body of both spawn functions.
 ///
 /// # Safety
@@ -450,7 +626,8 @@ unsafe fn spawn(
     let Some(f) = f else {
         return Err(Error::null(op, "fn"));
     };
-    watch_forks();
+    crate::fork::ensure_registered();
+    let reservation = Reservation::take(op)?;
     // SAFETY: options is NULL or valid, per the caller's contract.
     let options = unsafe { options.as_ref() };
     let name = match options {
@@ -471,18 +648,18 @@ unsafe fn spawn(
             >(f)
         };
         // SAFETY: NULL attributes are the defaults.
-        unsafe { create(std::ptr::null(), start, arg, &|| op.to_string()) }?
+        unsafe { create(std::ptr::null(), start, arg, &|| crate::msg!("{op}")) }?
     } else {
         let context = || {
-            let mut c = format!("{op}(");
+            let mut c = crate::msg!("{op}(");
             if let Some(name) = name {
-                c += &format!("name \"{}\"", String::from_utf8_lossy(name).escape_debug());
+                c += &crate::msg!("name \"{}\"", String::from_utf8_lossy(name).escape_debug());
                 if stack_size != 0 {
                     c += ", ";
                 }
             }
             if stack_size != 0 {
-                c += &format!("stack_size {stack_size}");
+                c += &crate::msg!("stack_size {stack_size}");
             }
             c + ")"
         };
@@ -492,6 +669,7 @@ unsafe fn spawn(
     let generation = FORK_GENERATION.load(Ordering::Relaxed);
     let key = id_key();
     out.id = registry().insert(thread, generation, key);
+    reservation.used();
     Ok(())
 }
 
@@ -559,6 +737,119 @@ pub unsafe extern "C" fn conc_thread_spawn_with(
     guard(OP, || unsafe { spawn(OP, out, options, r#fn, arg) })
 }
 
+type ClockJoin = unsafe extern "C" fn(
+    libc::pthread_t,
+    *mut *mut c_void,
+    libc::clockid_t,
+    *const libc::timespec,
+) -> libc::c_int;
+
+/// glibc's `pthread_clockjoin_np` (2.31 and later), looked up once.
+static CLOCKJOIN: OnceLock<Option<ClockJoin>> = OnceLock::new();
+
+fn clockjoin() -> Option<ClockJoin> {
+    *CLOCKJOIN.get_or_init(|| {
+        // ThreadSanitizer does not intercept it, and would take the joined
+        // thread for a live one: the polling fallback uses
+        // pthread_tryjoin_np, which it does intercept.
+        if crate::tsan::active() {
+            return None;
+        }
+        // SAFETY: dlsym with a NUL-terminated name has no other precondition.
+        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_clockjoin_np".as_ptr()) };
+        // SAFETY: when present, the symbol is this function.
+        (!sym.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, ClockJoin>(sym) })
+    })
+}
+
+/// Joins `thread` if it ends within `timeout_ms` on the monotonic clock:
+/// 0, `EBUSY` (0 ms: still running) or `ETIMEDOUT`, or another error.
+///
+/// # Safety
+/// `thread` is joinable and claimed by the caller.
+unsafe fn timed_join(thread: libc::pthread_t, value: *mut *mut c_void, timeout_ms: u64) -> i32 {
+    if timeout_ms == 0 {
+        // SAFETY: per the contract.
+        return unsafe { libc::pthread_tryjoin_np(thread, value) };
+    }
+    if let Some(clockjoin) = clockjoin() {
+        let now = crate::sync::futex::now();
+        let extra_ns = (timeout_ms % 1000) as i64 * 1_000_000 + now.tv_nsec;
+        let secs = i64::try_from(timeout_ms / 1000)
+            .unwrap_or(i64::MAX)
+            .saturating_add(now.tv_sec)
+            .saturating_add(extra_ns / 1_000_000_000);
+        let at = libc::timespec {
+            tv_sec: secs,
+            tv_nsec: extra_ns % 1_000_000_000,
+        };
+        // SAFETY: per the contract; `at` is a valid absolute time.
+        return unsafe { clockjoin(thread, value, libc::CLOCK_MONOTONIC, &at) };
+    }
+    // An older glibc: poll in short sleeps, on the monotonic clock.
+    let deadline = crate::sync::futex::Deadline::after_ms(timeout_ms);
+    let mut pause_ms = 1;
+    loop {
+        // SAFETY: per the contract.
+        let rc = unsafe { libc::pthread_tryjoin_np(thread, value) };
+        if rc != libc::EBUSY {
+            return rc;
+        }
+        if deadline.expired() {
+            return libc::ETIMEDOUT;
+        }
+        let ms = deadline.remaining_ms().unwrap_or(pause_ms).min(pause_ms);
+        std::thread::sleep(Duration::from_millis(ms.max(1)));
+        pause_ms = (pause_ms * 2).min(10);
+    }
+}
+
+/// The body of both joins: `timeout_ms` None waits for ever.
+///
+/// # Safety
+/// `result` must be NULL or point to writable memory for a `void *`.
+unsafe fn join(
+    op: &str,
+    thread: conc_thread,
+    timeout_ms: Option<u64>,
+    result: *mut *mut c_void,
+) -> Result<()> {
+    // SAFETY: no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let pthread = registry().claim(thread.id, op, me)?;
+    let mut value = std::ptr::null_mut();
+    let rc = match timeout_ms {
+        // SAFETY: the entry is claimed by this thread: nobody else joins or
+        // detaches it meanwhile.
+        None | Some(u64::MAX) => unsafe { libc::pthread_join(pthread, &mut value) },
+        // SAFETY: as above.
+        Some(ms) => unsafe { timed_join(pthread, &mut value, ms) },
+    };
+    let timed_out = rc == libc::EBUSY || rc == libc::ETIMEDOUT;
+    registry().unclaim(thread.id, me, !timed_out);
+    if timed_out {
+        return Err(Error::new(
+            CONC_ERR_TIMED_OUT,
+            format!(
+                "{op}(thread {:#x}): the thread has not ended within {} ms",
+                thread.id,
+                timeout_ms.unwrap_or(0)
+            ),
+        ));
+    }
+    if rc != 0 {
+        return Err(Error::os(
+            format_args!("{op}(thread {:#x}): pthread_join", thread.id),
+            rc,
+        ));
+    }
+    // SAFETY: result is NULL or writable, per the caller's contract.
+    if let Some(result) = unsafe { opt_out_ref(result) } {
+        *result = value;
+    }
+    Ok(())
+}
+
 /// Waits for `thread` to finish and writes what its function returned (or
 /// passed to `pthread_exit`) to `*result`; `result` may be NULL to discard
 /// it. The handle, and every copy of it, is then spent.
@@ -568,9 +859,12 @@ pub unsafe extern "C" fn conc_thread_spawn_with(
 /// forged, or from before a `fork` (that thread does not exist in the
 /// child). When several threads join one handle at once, exactly one gets
 /// `CONC_OK` and the others `CONC_ERR_INVALID_STATE`.
-/// `CONC_ERR_DEADLOCK` if `thread` is the calling thread itself: the
-/// handle then stays joinable by another thread. `*result` is written only
-/// on success.
+/// `CONC_ERR_DEADLOCK` if the join could never return: `thread` is the
+/// calling thread itself, or joining it would close a cycle of joins among
+/// conc threads (A joins B while B joins A, or A joins B, B joins C and C
+/// joins A); the handle then stays joinable. conc sees only joins made
+/// through conc: a cycle through `pthread_join` or another wait is not
+/// detected. `*result` is written only on success.
 ///
 /// # Safety
 /// `result` must be NULL or point to writable memory for a `void *`.
@@ -580,23 +874,33 @@ pub unsafe extern "C" fn conc_thread_join(
     result: *mut *mut c_void,
 ) -> conc_status {
     const OP: &str = "conc_thread_join";
-    guard(OP, || {
-        let pthread = registry().take(thread.id, OP, true)?;
-        let mut value = std::ptr::null_mut();
-        // SAFETY: the registry entry was joinable and is now ours alone.
-        let rc = unsafe { libc::pthread_join(pthread, &mut value) };
-        if rc != 0 {
-            return Err(Error::os(
-                format_args!("{OP}(thread {:#x}): pthread_join", thread.id),
-                rc,
-            ));
-        }
-        // SAFETY: result is NULL or writable, per the caller's contract.
-        if let Some(result) = unsafe { opt_out_ref(result) } {
-            *result = value;
-        }
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    guard(OP, || unsafe { join(OP, thread, None, result) })
+}
+
+/// Like `conc_thread_join`, but waits at most `timeout_ms` milliseconds,
+/// measured on the monotonic clock (changing the wall clock neither
+/// shortens nor stretches it): `CONC_ERR_TIMED_OUT` if the thread has not
+/// ended by then, and the handle stays joinable. A timeout of 0 polls once;
+/// `UINT64_MAX` waits for ever.
+///
+/// While one thread is joining (even with a timeout), another thread's
+/// join or detach of the same handle gets `CONC_ERR_INVALID_STATE`.
+/// Otherwise the statuses are `conc_thread_join`'s, `CONC_ERR_DEADLOCK`
+/// included (joining oneself, or closing a cycle of joins). `*result` is
+/// written only on `CONC_OK`.
+///
+/// # Safety
+/// `result` must be NULL or point to writable memory for a `void *`.
+#[no_mangle]
+pub unsafe extern "C" fn conc_thread_join_timeout(
+    thread: conc_thread,
+    timeout_ms: u64,
+    result: *mut *mut c_void,
+) -> conc_status {
+    const OP: &str = "conc_thread_join_timeout";
+    // SAFETY: forwarded contract.
+    guard(OP, || unsafe { join(OP, thread, Some(timeout_ms), result) })
 }
 
 /// Lets `thread` run on without ever being joined: its resources are freed
@@ -610,7 +914,7 @@ pub unsafe extern "C" fn conc_thread_join(
 pub extern "C" fn conc_thread_detach(thread: conc_thread) -> conc_status {
     const OP: &str = "conc_thread_detach";
     guard(OP, || {
-        let pthread = registry().take(thread.id, OP, false)?;
+        let pthread = registry().take(thread.id, OP)?;
         // SAFETY: the registry entry was joinable and is now ours alone.
         let rc = unsafe { libc::pthread_detach(pthread) };
         if rc != 0 {
@@ -627,9 +931,7 @@ pub extern "C" fn conc_thread_detach(thread: conc_thread) -> conc_status {
 /// mask, lowered to a cgroup CPU quota if one is set. At least 1.
 #[no_mangle]
 pub extern "C" fn conc_cpu_count() -> usize {
-    guard_value("conc_cpu_count", 1, || {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    })
+    guard_value("conc_cpu_count", 1, crate::cpus::available)
 }
 
 /// Offers the rest of the calling thread's time slice to other threads
@@ -693,6 +995,8 @@ mod tests {
         let mut reg = Registry {
             counter: 0,
             threads: None,
+            waits: Vec::new(),
+            reserved: 0,
         };
         // The key that makes counter 1 map to id 0: that value is skipped.
         let key = 1;
@@ -712,44 +1016,88 @@ mod tests {
         let mut reg = Registry {
             counter: 0,
             threads: None,
+            waits: Vec::new(),
+            reserved: 0,
         };
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         let id = reg.insert(0, generation, 77);
-        let e = reg.take(id.wrapping_add(1), "op", true).unwrap_err();
+        let e = reg.take(id.wrapping_add(1), "op").unwrap_err();
         assert_eq!(e.status, CONC_ERR_INVALID_STATE);
         assert!(e.message.starts_with("op(thread 0x"), "{}", e.message);
         assert_eq!(
-            reg.take(0, "op", false).unwrap_err().status,
+            reg.take(0, "op").unwrap_err().status,
             CONC_ERR_INVALID_STATE
         );
-        assert!(reg.take(id, "op", false).is_ok());
+        assert!(reg.take(id, "op").is_ok());
         assert_eq!(
-            reg.take(id, "op", false).unwrap_err().status,
+            reg.take(id, "op").unwrap_err().status,
             CONC_ERR_INVALID_STATE
         );
         // An entry from an older fork generation is refused and dropped.
         let old = reg.insert(0, generation.wrapping_sub(1), 77);
-        let e = reg.take(old, "op", true).unwrap_err();
+        let e = reg.take(old, "op").unwrap_err();
         assert_eq!(e.status, CONC_ERR_INVALID_STATE);
         assert!(e.message.contains("before a fork"), "{}", e.message);
         assert!(reg.threads.as_ref().is_some_and(|t| t.is_empty()));
     }
 
     #[test]
-    fn registry_take_refuses_self_join_and_keeps_entry() {
+    fn registry_claim_refuses_self_join_and_keeps_entry() {
         let mut reg = Registry {
             counter: 0,
             threads: None,
+            waits: Vec::new(),
+            reserved: 0,
         };
         // SAFETY: no preconditions.
         let me = unsafe { libc::pthread_self() };
         let id = reg.insert(me, FORK_GENERATION.load(Ordering::Relaxed), 5);
-        let e = reg.take(id, "conc_thread_join", true).unwrap_err();
+        let e = reg.claim(id, "conc_thread_join", me).unwrap_err();
         assert_eq!(e.status, CONC_ERR_DEADLOCK);
         assert!(e.message.contains("cannot join itself"), "{}", e.message);
         assert!(reg.threads.as_ref().is_some_and(|t| t.contains_key(&id)));
+        assert!(reg.waits.is_empty());
         // Detaching oneself is fine.
-        assert_eq!(reg.take(id, "op", false).unwrap(), me);
+        assert_eq!(reg.take(id, "op").unwrap(), me);
+    }
+
+    #[test]
+    fn registry_claim_refuses_cycles_and_busy_entries() {
+        let mut reg = Registry {
+            counter: 0,
+            threads: None,
+            waits: Vec::new(),
+            reserved: 0,
+        };
+        let g = FORK_GENERATION.load(Ordering::Relaxed);
+        // Pretend pthread_t values 1, 2, 3 (compared only).
+        let (a, b, c) = (1, 2, 3);
+        let ia = reg.insert(a, g, 9);
+        let ib = reg.insert(b, g, 9);
+        let ic = reg.insert(c, g, 9);
+        // a joins b, b joins c: c joining a closes the cycle.
+        assert_eq!(reg.claim(ib, "op", a).unwrap(), b);
+        assert_eq!(reg.claim(ic, "op", b).unwrap(), c);
+        let e = reg.claim(ia, "op", c).unwrap_err();
+        assert_eq!(e.status, CONC_ERR_DEADLOCK);
+        assert!(e.message.contains("cycle of joins"), "{}", e.message);
+        // A second join of b while a joins it, and a detach: refused.
+        let e = reg.claim(ib, "op", c).unwrap_err();
+        assert_eq!(e.status, CONC_ERR_INVALID_STATE);
+        assert!(e.message.contains("another thread is joining"));
+        assert_eq!(
+            reg.take(ib, "op").unwrap_err().status,
+            CONC_ERR_INVALID_STATE
+        );
+        // b's join of c times out: c is joinable again, and b waits for
+        // nobody, so c may join a (a waits for b, who waits for nothing).
+        reg.unclaim(ic, b, false);
+        assert!(!reg.threads.as_ref().unwrap()[&ic].joining);
+        assert_eq!(reg.claim(ia, "op", c).unwrap(), a);
+        reg.unclaim(ia, c, true);
+        reg.unclaim(ib, a, true);
+        assert!(reg.waits.is_empty());
+        assert_eq!(reg.threads.as_ref().unwrap().len(), 1);
     }
 
     #[test]
@@ -846,6 +1194,36 @@ mod tests {
             msg.starts_with("conc_thread_spawn_with(stack_size "),
             "{msg}"
         );
+    }
+
+    unsafe extern "C" fn sleep_then_echo(arg: *mut c_void) -> *mut c_void {
+        std::thread::sleep(Duration::from_millis(300));
+        arg
+    }
+
+    fn join_timeout(t: conc_thread, ms: u64) -> (conc_status, usize) {
+        let mut r = 7 as *mut c_void;
+        // SAFETY: r is a local.
+        let s = unsafe { conc_thread_join_timeout(t, ms, &mut r) };
+        (s, r as usize)
+    }
+
+    #[test]
+    fn join_timeout_times_out_then_joins() {
+        let mut t = conc_thread { id: 0 };
+        // SAFETY: out is a local; the function touches nothing.
+        let s = unsafe { conc_thread_spawn(&mut t, Some(sleep_then_echo), 5 as *mut c_void) };
+        assert_eq!(s, CONC_OK);
+        assert_eq!(join_timeout(t, 0), (CONC_ERR_TIMED_OUT, 7));
+        let start = std::time::Instant::now();
+        assert_eq!(join_timeout(t, 50), (CONC_ERR_TIMED_OUT, 7));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(last_error_message().contains("within 50 ms"));
+        assert_eq!(join_timeout(t, 10_000), (CONC_OK, 5));
+        assert_eq!(join_timeout(t, 0).0, CONC_ERR_INVALID_STATE);
+        let t = spawn_echo(8);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(join_timeout(t, 0), (CONC_OK, 8));
     }
 
     #[test]

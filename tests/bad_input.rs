@@ -20,6 +20,19 @@
 //! - the documented exceptions in [`OPTIONAL`] succeed with NULL (and what
 //!   they create is released);
 //! - an accessor given NULL returns NULL, 0 or `""`, as its doc comment says.
+//!
+//! Every parameter that takes an opaque object (`conc_mmap *`, `conc_shm *`,
+//! `conc_list *`, and `conc_pool *`, `conc_queue *` when the header has
+//! them: see [`OPAQUES`]) also gets three stale-object cases:
+//! - `CLOSED`: an object that was closed, after a new object of the same
+//!   type was made (so it may reuse the freed memory or handle slot); the
+//!   new object must be left untouched (its own close still succeeds);
+//! - `FORGED`: a non-NULL pointer conc never made;
+//! - `OTHER_KIND`: a live object of another type, cast.
+//!
+//! A status function gives `CONC_ERR_INVALID_STATE` naming itself and the
+//! argument, with its outputs unwritten; an accessor gives NULL, 0 or `""`
+//! (an enum accessor, the value its doc comment names for NULL).
 
 mod common;
 
@@ -37,13 +50,19 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_thread_spawn_with", "options"),
     ("conc_thread_spawn_with", "arg"),
     ("conc_thread_join", "result"),
+    ("conc_thread_join_timeout", "result"),
     ("conc_process_spawn", "arg"),
     ("conc_process_join", "exit_code"),
+    ("conc_process_join_timeout", "exit_code"),
     ("conc_shm_create", "name"),
     ("conc_list_create", "name"),
     ("conc_mmap_close", "map"),
     ("conc_shm_close", "shm"),
     ("conc_list_close", "list"),
+    ("conc_barrier_wait", "is_leader"),
+    ("conc_list_add_i64", "previous"),
+    ("conc_list_compare_exchange_i64", "actual"),
+    ("conc_list_create_bytes", "name"),
 ];
 
 /// Parameters that are NULL-able only together with a zero length: the
@@ -52,6 +71,10 @@ const OPTIONAL: &[(&str, &str)] = &[
 const NULL_WITH_ZERO_LEN: &[(&str, &str, &str)] = &[
     ("conc_mmap_find", "needle", "needle_len"),
     ("conc_mmap_rfind", "needle", "needle_len"),
+    ("conc_list_set_bytes", "data", "n"),
+    ("conc_list_get_bytes", "buf", "buf_size"),
+    ("conc_mmap_read", "buf", "count"),
+    ("conc_mmap_write", "data", "count"),
 ];
 
 /// A valid value for each scalar parameter, by name. A scalar parameter
@@ -66,6 +89,19 @@ const SCALARS: &[(&str, &str)] = &[
     ("index", "0"),
     ("value", "0"),
     ("milliseconds", "0"),
+    ("timeout_ms", "60000"), // long enough for the fixture to end
+    ("signal", "0"),
+    ("count", "1"),
+    ("delta", "1"),
+    ("expected", "0"),
+    ("desired", "1"),
+    ("item_size", "8"),
+    ("n", "1"),
+    ("buf_size", "1"),
+    ("byte", "0"),
+    ("dest", "0"),
+    ("src", "0"),
+    ("new_len", "1"),
 ];
 
 const SCALAR_TYPES: &[&str] = &[
@@ -78,6 +114,9 @@ struct Opaque {
     ty: &'static str,
     make: &'static str,
     release: &'static str,
+    /// The function the fixture makes one with: the type is used only when
+    /// the header has it.
+    maker: &'static str,
 }
 
 const OPAQUES: &[Opaque] = &[
@@ -85,16 +124,31 @@ const OPAQUES: &[Opaque] = &[
         ty: "conc_mmap",
         make: "conc_mmap *% = fx_map();",
         release: "fx_map_done(%);",
+        maker: "conc_mmap_open",
     },
     Opaque {
         ty: "conc_shm",
         make: "conc_shm *% = fx_shm();",
         release: "fx_shm_done(%);",
+        maker: "conc_shm_create",
     },
     Opaque {
         ty: "conc_list",
         make: "conc_list *% = fx_list();",
         release: "fx_list_done(%);",
+        maker: "conc_list_create",
+    },
+    Opaque {
+        ty: "conc_pool",
+        make: "conc_pool *% = fx_pool();",
+        release: "fx_pool_done(%);",
+        maker: "conc_pool_create",
+    },
+    Opaque {
+        ty: "conc_queue",
+        make: "conc_queue *% = fx_queue();",
+        release: "fx_queue_done(%);",
+        maker: "conc_queue_create",
     },
 ];
 
@@ -105,11 +159,13 @@ const HANDLES: &[Opaque] = &[
         ty: "conc_thread",
         make: "conc_thread %; CHECK_OK(conc_thread_spawn(&%, fx_thread_fn, NULL));",
         release: "(void)conc_thread_join(%, NULL);",
+        maker: "conc_thread_spawn",
     },
     Opaque {
         ty: "conc_process",
         make: "conc_process %; CHECK_OK(conc_process_spawn(&%, fx_process_fn, NULL));",
         release: "(void)conc_process_join(%, NULL);",
+        maker: "conc_process_spawn",
     },
 ];
 
@@ -405,8 +461,11 @@ struct Case {
     function: usize,
     /// The parameter made bad.
     param: usize,
-    /// `NULL` or the enum value.
+    /// `NULL`, the enum value, or the stale object's variable.
     bad: String,
+    /// C code that makes the bad argument, and releases what it made.
+    bad_setup: String,
+    bad_cleanup: String,
     /// Scalar values overridden for this case (parameter name -> value).
     overrides: BTreeMap<String, String>,
     expect: Expect,
@@ -524,6 +583,12 @@ impl Gen<'_> {
             return Err(format!("unknown handle type `{}` for `out`", p.raw));
         }
         if p.stars == 1 {
+            // The byte-string list calls need a byte-string list.
+            if p.base == "conc_list" && f.name.contains("_bytes") {
+                c.setup = format!("conc_list *{v} = fx_bytes_list();");
+                c.cleanup = format!("fx_list_done({v});");
+                return Ok(c);
+            }
             if let Some(o) = OPAQUES.iter().find(|o| o.ty == p.base) {
                 c.setup = subst(o.make, &v);
                 c.cleanup = subst(o.release, &v);
@@ -535,12 +600,28 @@ impl Gen<'_> {
                     c.expr = format!("&{v}");
                     return Ok(c);
                 }
+                // The synchronization objects: plain structs, all-zero
+                // bytes ready (a barrier needs its count).
+                ("conc_mutex" | "conc_cond" | "conc_sem" | "conc_event" | "conc_barrier", _, _) => {
+                    c.setup = format!("conc_{0} {v}; memset(&{v}, 0, sizeof {v});", &p.base[5..]);
+                    if p.base == "conc_barrier" {
+                        c.setup
+                            .push_str(&format!(" CHECK_OK(conc_barrier_init(&{v}, 1));"));
+                    }
+                    c.expr = format!("&{v}");
+                    return Ok(c);
+                }
                 ("void", "arg", false) => {
                     c.expr = "(void *)&fx_sentinel".into();
                     return Ok(c);
                 }
-                ("void", "needle", true) => {
+                ("void", "needle" | "data", true) => {
                     c.expr = "\"a\"".into();
+                    return Ok(c);
+                }
+                ("void", "buf", false) => {
+                    c.setup = format!("char {v}[8]; memset({v}, 0x5a, sizeof {v});");
+                    c.on_fail = format!("CHECK(fx_all_5a({v}, sizeof {v}));");
                     return Ok(c);
                 }
                 ("char", "path", true) => {
@@ -629,6 +710,8 @@ impl Gen<'_> {
                     overrides: BTreeMap::new(),
                     expect,
                     after_ok: String::new(),
+                    bad_setup: String::new(),
+                    bad_cleanup: String::new(),
                 });
                 if let Some((_, _, len)) = NULL_WITH_ZERO_LEN
                     .iter()
@@ -647,8 +730,11 @@ impl Gen<'_> {
                             Some(i) => format!("CHECK(a{i} == 0);"),
                             None => String::new(),
                         },
+                        bad_setup: String::new(),
+                        bad_cleanup: String::new(),
                     });
                 }
+                cases.extend(self.stale_cases(fi, pi));
             } else if self.is_enum(p) {
                 let values = &self.h.enums[&p.base];
                 let max = values.iter().copied().max().unwrap_or(0);
@@ -684,11 +770,105 @@ impl Gen<'_> {
                         overrides: BTreeMap::new(),
                         expect,
                         after_ok: String::new(),
+                        bad_setup: String::new(),
+                        bad_cleanup: String::new(),
                     });
                 }
             }
         }
         cases
+    }
+
+    /// The opaque types whose fixture the header supports.
+    fn opaques(&self) -> impl Iterator<Item = &'static Opaque> + '_ {
+        OPAQUES
+            .iter()
+            .filter(|o| self.h.functions.iter().any(|f| f.name == o.maker))
+    }
+
+    /// The CLOSED, FORGED and OTHER_KIND cases of parameter `pi` of
+    /// function `fi`, when it takes an opaque object.
+    fn stale_cases(&mut self, fi: usize, pi: usize) -> Vec<Case> {
+        let f = &self.h.functions[fi];
+        let p = &f.params[pi];
+        if p.stars != 1 || (pi == 0 && p.name == "out") {
+            return Vec::new();
+        }
+        let Some(o) = self.opaques().find(|o| o.ty == p.base) else {
+            return Vec::new();
+        };
+        let status_fn = f.ret.base == "conc_status" && f.ret.stars == 0;
+        let expect = if status_fn {
+            Expect::Status("CONC_ERR_INVALID_STATE")
+        } else {
+            match self.stale_accessor_result(f) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.errors.push(e);
+                    return Vec::new();
+                }
+            }
+        };
+        let cast = |expr: &str| format!("({})(void *){expr}", p.raw);
+        let case = |tag: &str, what: &str, bad: String, setup: String, cleanup: String| Case {
+            id: format!("{}__{}__{tag}", f.name, p.name),
+            title: format!("{}({} = {what})", f.name, p.name),
+            function: fi,
+            param: pi,
+            bad,
+            overrides: BTreeMap::new(),
+            expect: expect.clone(),
+            after_ok: String::new(),
+            bad_setup: setup,
+            bad_cleanup: cleanup,
+        };
+        let mut cases = vec![
+            case(
+                "CLOSED",
+                "a closed object, its memory possibly reused by a new one",
+                "stale".into(),
+                format!(
+                    "{} {} {}",
+                    subst(o.make, "stale"),
+                    subst(o.release, "stale"),
+                    subst(o.make, "fresh")
+                ),
+                // The new object is untouched: its close still succeeds.
+                subst(o.release, "fresh"),
+            ),
+            case(
+                "FORGED",
+                "a pointer conc never made",
+                cast("&fx_sentinel"),
+                String::new(),
+                String::new(),
+            ),
+        ];
+        if let Some(other) = self.opaques().find(|x| x.ty != o.ty) {
+            cases.push(case(
+                "OTHER_KIND",
+                &format!("a live {}", other.ty),
+                cast("other"),
+                subst(other.make, "other"),
+                subst(other.release, "other"),
+            ));
+        }
+        cases
+    }
+
+    /// What an accessor returns for a closed or forged object: NULL, 0 or
+    /// `""` by its return type; for an enum, the value it gives for NULL.
+    fn stale_accessor_result(&self, f: &Function) -> Result<Expect, String> {
+        let r = &f.ret;
+        if r.stars == 1 && r.base == "char" {
+            Ok(Expect::Value("r != NULL && r[0] == '\\0'".into()))
+        } else if r.stars >= 1 {
+            Ok(Expect::Value("r == NULL".into()))
+        } else if SCALAR_TYPES.contains(&r.base.as_str()) {
+            Ok(Expect::Value("r == 0".into()))
+        } else {
+            self.null_accessor_result(f)
+        }
     }
 
     /// What an accessor returns for NULL, from its return type, checked
@@ -757,6 +937,9 @@ impl Gen<'_> {
         }
         let mut s = String::new();
         let _ = writeln!(s, "/* {} */\nTEST({}) {{", case.title, case.id);
+        if !case.bad_setup.is_empty() {
+            let _ = writeln!(s, "    {}", case.bad_setup);
+        }
         for a in &args {
             if !a.setup.is_empty() {
                 let _ = writeln!(s, "    {}", a.setup);
@@ -816,6 +999,9 @@ impl Gen<'_> {
             if !a.cleanup.is_empty() {
                 let _ = writeln!(s, "    {}", a.cleanup);
             }
+        }
+        if !case.bad_cleanup.is_empty() {
+            let _ = writeln!(s, "    {}", case.bad_cleanup);
         }
         let _ = writeln!(s, "}}\n");
         Some(s)
@@ -896,6 +1082,36 @@ static void fx_shm_done(conc_shm *m) {
 "#,
         );
     }
+    if has("conc_pool_create") {
+        s.push_str(
+            r#"
+static conc_pool *fx_pool(void) {
+    conc_pool *p = NULL;
+    CHECK_OK(conc_pool_create(&p, 1));
+    return p;
+}
+static void fx_pool_done(conc_pool *p) { if (p) CHECK_OK(conc_pool_close(p)); }
+"#,
+        );
+    }
+    if has("conc_queue_create") {
+        s.push_str(
+            r#"
+static conc_queue *fx_queue(void) {
+    char name[64];
+    fx_fresh_name(name);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_create(&q, name, 4, 8));
+    return q;
+}
+static void fx_queue_done(conc_queue *q) {
+    if (!q) return;
+    (void)conc_queue_unlink(q);
+    CHECK_OK(conc_queue_close(q));
+}
+"#,
+        );
+    }
     if has("conc_list_create") {
         s.push_str(
             r#"
@@ -904,6 +1120,13 @@ static conc_list *fx_list(void) {
     fx_fresh_name(name);
     conc_list *l = NULL;
     CHECK_OK(conc_list_create(&l, name, CONC_TYPE_I64, 4));
+    return l;
+}
+static conc_list *fx_bytes_list(void) {
+    char name[64];
+    fx_fresh_name(name);
+    conc_list *l = NULL;
+    CHECK_OK(conc_list_create_bytes(&l, name, 4, 8));
     return l;
 }
 static void fx_list_done(conc_list *l) {
@@ -1099,7 +1322,7 @@ typedef enum conc_status { CONC_OK = 0, CONC_ERR_INVALID_ARGUMENT = 1 } conc_sta
 typedef enum conc_mode { CONC_MODE_A = 0, CONC_MODE_B = 1 } conc_mode;
 typedef struct conc_widget conc_widget;
 /** Frobs. */
-enum conc_status conc_widget_frob(struct conc_widget *widget, size_t count);
+enum conc_status conc_widget_frob(struct conc_widget *widget, size_t frob_count);
 /** Twiddles. */
 struct conc_widget conc_widget_get(const struct conc_widget *widget);
 /** Sets a mode. */
@@ -1114,7 +1337,7 @@ enum conc_status conc_fine(conc_mode mode, int64_t *position);
     let all = errors.join("\n");
     for want in [
         "conc_widget_frob: no fixture for the parameter `struct conc_widget * widget`",
-        "conc_widget_frob: no valid value for the scalar `size_t count`",
+        "conc_widget_frob: no valid value for the scalar `size_t frob_count`",
         "conc_widget_get: unknown return type",
         "conc_widget_mode: returns nothing but takes a pointer",
         "conc_widget_mode: no rule for an out-of-range `mode`",

@@ -33,10 +33,20 @@ macro_rules! c_tests {
 c_tests!(
     test_errors,
     test_thread,
+    test_thread2,
     test_mmap,
+    test_mmap2,
     test_shm,
     test_process,
+    test_process2,
     test_list,
+    test_list2,
     test_stress,
+    test_sync,
+    test_sync_torture,
+    test_sync_tsan,
+    test_queue,
+    test_queue_torture,
+    test_oom,
     test_pool
 );

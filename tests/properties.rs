@@ -343,6 +343,150 @@ fn check_readline_loop(map: &Map, data: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+// ---- read, write, write_byte, move and resize against a Vec<u8> ---------
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Read(usize),
+    Write(Vec<u8>),
+    WriteByte(u8),
+    Move(u64, u64, usize),
+    Seek(u64),
+    Resize(usize),
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    prop::collection::vec(
+        prop_oneof![
+            3 => (0usize..80).prop_map(Edit::Read),
+            3 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Edit::Write),
+            2 => any::<u8>().prop_map(Edit::WriteByte),
+            3 => (0u64..140, 0u64..140, 0usize..80).prop_map(|(d, s, n)| Edit::Move(d, s, n)),
+            1 => (prop_oneof![Just(u64::MAX), Just(u64::MAX - 3)], 0u64..10, 0usize..3)
+                .prop_map(|(d, s, n)| Edit::Move(d, s, n)),
+            2 => (0u64..140).prop_map(Edit::Seek),
+            1 => (0usize..9000).prop_map(Edit::Resize),
+        ],
+        0..40,
+    )
+}
+
+/// Runs `edits` on `map` (a writable map holding `model`) and on the model,
+/// comparing statuses, results, the cursor and every byte after each step.
+/// `resizable`: whether resize is allowed (else INVALID_STATE).
+fn check_edits(
+    map: &Map,
+    mut model: Vec<u8>,
+    edits: &[Edit],
+    resizable: bool,
+) -> Result<Vec<u8>, TestCaseError> {
+    let mut cursor = 0usize;
+    for edit in edits {
+        let len = model.len();
+        match edit {
+            Edit::Read(n) => {
+                let mut buf = vec![0x5au8; *n];
+                let mut got = usize::MAX;
+                // SAFETY: an open map; buf holds n bytes.
+                let s = unsafe { conc_mmap_read(map.0, buf.as_mut_ptr().cast(), *n, &mut got) };
+                prop_assert_eq!(s, CONC_OK);
+                let want = (*n).min(len - cursor);
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(&buf[..want], &model[cursor..cursor + want]);
+                cursor += want;
+            }
+            Edit::Write(bytes) => {
+                // SAFETY: an open map; bytes is readable.
+                let s = unsafe { conc_mmap_write(map.0, bytes.as_ptr().cast(), bytes.len()) };
+                if bytes.len() <= len - cursor {
+                    prop_assert_eq!(s, CONC_OK);
+                    model[cursor..cursor + bytes.len()].copy_from_slice(bytes);
+                    cursor += bytes.len();
+                } else {
+                    prop_assert_eq!(s, CONC_ERR_OUT_OF_RANGE);
+                }
+            }
+            Edit::WriteByte(b) => {
+                // SAFETY: an open map.
+                let s = unsafe { conc_mmap_write_byte(map.0, *b) };
+                if cursor < len {
+                    prop_assert_eq!(s, CONC_OK);
+                    model[cursor] = *b;
+                    cursor += 1;
+                } else {
+                    prop_assert_eq!(s, CONC_ERR_OUT_OF_RANGE);
+                }
+            }
+            Edit::Move(dest, src, n) => {
+                // SAFETY: an open map.
+                let s = unsafe { conc_mmap_move(map.0, *dest, *src, *n) };
+                let fits = |at: u64| at <= len as u64 && (*n as u64) <= len as u64 - at;
+                if fits(*dest) && fits(*src) {
+                    prop_assert_eq!(s, CONC_OK);
+                    model.copy_within(*src as usize..*src as usize + n, *dest as usize);
+                } else {
+                    prop_assert_eq!(s, CONC_ERR_OUT_OF_RANGE);
+                }
+            }
+            Edit::Seek(to) => {
+                // SAFETY: an open map.
+                let s = unsafe { conc_mmap_seek(map.0, *to as i64, RawWhence(0)) };
+                if *to as usize <= len {
+                    prop_assert_eq!(s, CONC_OK);
+                    cursor = *to as usize;
+                } else {
+                    prop_assert_eq!(s, CONC_ERR_OUT_OF_RANGE);
+                }
+            }
+            Edit::Resize(n) => {
+                // SAFETY: an open map, used by this thread only.
+                let s = unsafe { conc_mmap_resize(map.0, *n) };
+                if resizable {
+                    prop_assert_eq!(s, CONC_OK);
+                    model.resize(*n, 0);
+                    cursor = cursor.min(*n);
+                } else {
+                    prop_assert_eq!(s, conc::error::CONC_ERR_INVALID_STATE);
+                }
+            }
+        }
+        prop_assert_eq!(map.tell(), cursor as u64);
+        prop_assert_eq!(map.bytes(), &model[..]);
+    }
+    Ok(model)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn read_write_move_on_write_maps_follow_a_vec(data in prop::collection::vec(any::<u8>(), 0..120), edits in edits()) {
+        let file = TempFile::new(&data);
+        let model = {
+            let map = open_file(&file, CONC_ACCESS_WRITE as u32);
+            check_edits(&map, data, &edits, true)?
+        };
+        // A WRITE map's bytes are the file's, its size included.
+        prop_assert_eq!(std::fs::read(&file.0).expect("read back"), model);
+    }
+
+    #[test]
+    fn read_write_move_on_copy_maps_leave_the_file(data in prop::collection::vec(any::<u8>(), 0..120), edits in edits()) {
+        let file = TempFile::new(&data);
+        {
+            let map = open_file(&file, CONC_ACCESS_COPY as u32);
+            check_edits(&map, data.clone(), &edits, false)?;
+        }
+        prop_assert_eq!(std::fs::read(&file.0).expect("read back"), data);
+    }
+
+    #[test]
+    fn read_write_move_on_anonymous_maps_follow_a_vec(data in prop::collection::vec(any::<u8>(), 1..120), edits in edits()) {
+        let map = anonymous(&data);
+        check_edits(&map, data, &edits, true)?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -640,22 +784,22 @@ proptest! {
     #[test]
     fn invalid_names_are_refused_everywhere(name in invalid_name()) {
         let cname = c_name(&name);
-        let mut shm = 1 as *mut conc_shm;
-        let mut list = 1 as *mut conc_list;
+        let mut shm = std::ptr::dangling_mut::<conc_shm>();
+        let mut list = std::ptr::dangling_mut::<conc_list>();
         // SAFETY: outs are locals, the name a C string; nothing is created.
         unsafe {
             prop_assert_eq!(conc_shm_create(&mut shm, cname.as_ptr(), 64), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(shm.is_null());
             let msg = conc::error::last_error_message();
             prop_assert!(msg.contains("conc_shm_create(") && msg.contains("invalid shared memory name"), "{}", msg);
-            shm = 1 as *mut conc_shm;
+            shm = std::ptr::dangling_mut::<conc_shm>();
             prop_assert_eq!(conc_shm_open(&mut shm, cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(shm.is_null());
             prop_assert_eq!(conc_shm_unlink_name(cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
             let ty = RawType(CONC_TYPE_I64 as u32);
             prop_assert_eq!(conc_list_create(&mut list, cname.as_ptr(), ty, 4), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(list.is_null());
-            list = 1 as *mut conc_list;
+            list = std::ptr::dangling_mut::<conc_list>();
             prop_assert_eq!(conc_list_open(&mut list, cname.as_ptr()), CONC_ERR_INVALID_ARGUMENT);
             prop_assert!(list.is_null());
         }

@@ -300,7 +300,10 @@ TEST(bad_arguments) {
              name);
     CHECK(strcmp(conc_last_error_message(), want) == 0);
     list = (conc_list *)1;
-    CHECK_STATUS(conc_list_create(&list, name, (conc_type)2, 10), CONC_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(conc_list_create(&list, name, CONC_TYPE_BYTES, 10), CONC_ERR_INVALID_ARGUMENT);
+    CHECK(list == NULL);
+    CHECK_MESSAGE_HAS("are made by conc_list_create_bytes");
+    CHECK_STATUS(conc_list_create(&list, name, (conc_type)3, 10), CONC_ERR_INVALID_ARGUMENT);
     CHECK(list == NULL);
     CHECK_MESSAGE_HAS("unknown conc_type value");
     CHECK_STATUS(conc_list_create(&list, name, (conc_type)-1, 10), CONC_ERR_INVALID_ARGUMENT);

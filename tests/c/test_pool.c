@@ -1,4 +1,5 @@
-/* Thread pools, tasks and parallel loops, against conc.h. */
+/* Thread pools, tasks and parallel loops, against conc.h.
+ * make sanitize: tsan */
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/resource.h>

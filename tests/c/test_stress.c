@@ -1,4 +1,5 @@
-/* Stress and fault tests: many threads spawned, joined and detached from
+/* make sanitize: tsan.
+ * Stress and fault tests: many threads spawned, joined and detached from
  * several threads at once; many maps opened and closed; many segments
  * created and unlinked; descriptors, /dev/shm entries, heap and RSS the
  * same before and after; a child killed while it writes a list, and a

@@ -1,4 +1,5 @@
-/* C tests of the thread API: conc_thread_spawn/_with, join, detach, the
+/* make sanitize: tsan.
+ * C tests of the thread API: conc_thread_spawn/_with, join, detach, the
  * handle registry, names, stack sizes, resource exhaustion, cpu count,
  * sleep and yield. Each case runs in its own forked child (check.h). */
 #include "check.h"

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test crate uses its own part
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -98,6 +99,23 @@ pub fn run_c(exe: &Path, name: &str) -> String {
     let stderr = String::from_utf8_lossy(&run.stderr);
     print!("{stdout}");
     eprint!("{stderr}");
+    // The program's own summary line, shown even when the test passes
+    // (the test harness captures print!, not direct writes), so that
+    // `make test` lists every C program's `N passed, N failed`.
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, ") && l.contains(" failed"))
+        .unwrap_or("no summary line");
+    let _ = writeln!(
+        std::io::stderr(),
+        "C program {name}: {summary}{}",
+        if run.status.success() {
+            ""
+        } else {
+            " (exit: failure)"
+        }
+    );
     assert!(
         run.status.success(),
         "{name} failed ({}):\n{stdout}\n{stderr}",
