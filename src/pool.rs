@@ -765,17 +765,38 @@ fn worker_loop(pool: &Shared, me: usize) {
 /// Spins at most [`IDLE_SPIN_NS`] until work is queued or the pool shuts
 /// down. Pushes it saw (even of tasks taken back by their joiners before
 /// it could look) restart the bound: work is still arriving.
+///
+/// A lone queued task is taken only once it has stayed queued for a short
+/// look (64 pause rounds) with no push since: a thread that spawns a task
+/// and joins it at once takes it back within that time, and runs it
+/// without the round trip to another core that a steal would cost. Two or
+/// more queued tasks are a backlog: taken at once.
 fn spin_for_work(pool: &Shared) -> bool {
     let pushes = || {
         pool.queues
             .iter()
             .fold(0usize, |n, q| n.wrapping_add(q.signal.pushes.load(Relaxed)))
     };
+    let backlog = || {
+        pool.queues
+            .iter()
+            .map(|q| q.signal.len.load(Relaxed))
+            .sum::<usize>()
+    };
     let mut start = futex::now();
     let mut seen = pushes();
     loop {
         if futex::spin_until(64, || pool.has_work() || pool.shutdown.load(Relaxed)) {
-            return true;
+            if pool.shutdown.load(Relaxed) || backlog() >= 2 {
+                return true;
+            }
+            let at = pushes();
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            if pool.has_work() && (pushes() == at || backlog() >= 2) {
+                return true;
+            }
         }
         let now = futex::now();
         let latest = pushes();
