@@ -735,8 +735,13 @@ extern "C" fn worker_main(start: *mut c_void) -> *mut c_void {
 }
 
 fn worker_loop(pool: &Shared, me: usize) {
+    // Just woken: look through `spin_for_work` first, which leaves a lone
+    // task to a joiner about to take it back (the spawn that woke us).
+    let mut woken = false;
     loop {
-        if let Some(t) = pool.find_task(Some(me)) {
+        if woken {
+            woken = false;
+        } else if let Some(t) = pool.find_task(Some(me)) {
             if pool.has_work() {
                 pool.notify();
             }
@@ -757,6 +762,7 @@ fn worker_loop(pool: &Shared, me: usize) {
         pool.searching.fetch_sub(1, SeqCst);
         if !pool.has_work() && !pool.shutdown.load(SeqCst) {
             futex::wait(&pool.epoch, epoch, Deadline::NEVER, Scope::Private);
+            woken = true;
         }
         pool.sleepers.fetch_sub(1, SeqCst);
     }
