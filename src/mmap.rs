@@ -1741,7 +1741,7 @@ fn newlines_split(
         let total = std::sync::atomic::AtomicUsize::new(0);
         crate::pool::for_ranges(threads, 1, &|b, e| {
             let n: usize = (b..e).map(|i| count_newlines(piece(i))).sum();
-            total.fetch_add(n, Ordering::Relaxed);
+            total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         });
         total.into_inner()
     }

@@ -94,7 +94,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_void;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::{self, NonNull};
@@ -735,8 +735,13 @@ extern "C" fn worker_main(start: *mut c_void) -> *mut c_void {
 }
 
 fn worker_loop(pool: &Shared, me: usize) {
+    // Just woken: look through `spin_for_work` first, which leaves a lone
+    // task to a joiner about to take it back (the spawn that woke us).
+    let mut woken = false;
     loop {
-        if let Some(t) = pool.find_task(Some(me)) {
+        if woken {
+            woken = false;
+        } else if let Some(t) = pool.find_task(Some(me)) {
             if pool.has_work() {
                 pool.notify();
             }
@@ -757,6 +762,7 @@ fn worker_loop(pool: &Shared, me: usize) {
         pool.searching.fetch_sub(1, SeqCst);
         if !pool.has_work() && !pool.shutdown.load(SeqCst) {
             futex::wait(&pool.epoch, epoch, Deadline::NEVER, Scope::Private);
+            woken = true;
         }
         pool.sleepers.fetch_sub(1, SeqCst);
     }
@@ -765,17 +771,38 @@ fn worker_loop(pool: &Shared, me: usize) {
 /// Spins at most [`IDLE_SPIN_NS`] until work is queued or the pool shuts
 /// down. Pushes it saw (even of tasks taken back by their joiners before
 /// it could look) restart the bound: work is still arriving.
+///
+/// A lone queued task is taken only once it has stayed queued for a short
+/// look (64 pause rounds) with no push since: a thread that spawns a task
+/// and joins it at once takes it back within that time, and runs it
+/// without the round trip to another core that a steal would cost. Two or
+/// more queued tasks are a backlog: taken at once.
 fn spin_for_work(pool: &Shared) -> bool {
     let pushes = || {
         pool.queues
             .iter()
             .fold(0usize, |n, q| n.wrapping_add(q.signal.pushes.load(Relaxed)))
     };
+    let backlog = || {
+        pool.queues
+            .iter()
+            .map(|q| q.signal.len.load(Relaxed))
+            .sum::<usize>()
+    };
     let mut start = futex::now();
     let mut seen = pushes();
     loop {
         if futex::spin_until(64, || pool.has_work() || pool.shutdown.load(Relaxed)) {
-            return true;
+            if pool.shutdown.load(Relaxed) || backlog() >= 2 {
+                return true;
+            }
+            let at = pushes();
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            if pool.has_work() && (pushes() == at || backlog() >= 2) {
+                return true;
+            }
         }
         let now = futex::now();
         let latest = pushes();
@@ -903,7 +930,6 @@ static DEFAULT: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
 static DEFAULT_LOCK: Lock<()> = Lock::new(());
 /// Default pools forgotten in forked children, kept reachable.
 static ORPHANS: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
-static ATFORK: AtomicBool = AtomicBool::new(false);
 
 /// The default pool, made on first use.
 fn default_pool() -> Result<&'static Shared> {
@@ -938,30 +964,11 @@ fn pool_ref(pool: &Shared) -> PoolRef {
     PoolRef(NonNull::from(pool))
 }
 
-extern "C" fn atfork_prepare() {
-    fork_prepare();
-}
-extern "C" fn atfork_parent() {
-    fork_parent();
-}
-extern "C" fn atfork_child() {
-    fork_child();
-}
-
-/// Registers the fork hooks once (the atfork handlers of conc may call
-/// them too: they nest).
+/// Makes sure conc's `pthread_atfork` handlers (`crate::fork`), which
+/// call the hooks below, are registered before a pool is first used. The
+/// hooks nest, so a second caller of them is harmless.
 fn watch_forks() {
-    if !ATFORK.load(Relaxed) && !ATFORK.swap(true, SeqCst) {
-        // SAFETY: plain functions; a failure (ENOMEM) only loses the
-        // protection.
-        unsafe {
-            libc::pthread_atfork(
-                Some(atfork_prepare),
-                Some(atfork_parent),
-                Some(atfork_child),
-            )
-        };
-    }
+    crate::fork::ensure_registered();
 }
 
 /// Called by conc's `pthread_atfork` prepare handler, before any other
@@ -1047,24 +1054,7 @@ fn check_fork(pool: &Shared, op: &str) -> Result<()> {
 // ---------------------------------------------------------------------------
 // The task registry.
 
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Tasks = HashMap<u64, TaskPtr, BuildHasherDefault<IdHasher>>;
+type Tasks = HashMap<u64, TaskPtr, BuildHasherDefault<crate::thread::IdHasher>>;
 
 const SHARDS: usize = 16;
 
@@ -1774,7 +1764,7 @@ mod tests {
     unsafe extern "C" fn nest(arg: *mut c_void) -> *mut c_void {
         let n = arg as usize;
         if n == 0 {
-            return 1 as *mut c_void;
+            return (n + 1) as *mut c_void;
         }
         let t = spawn(DEPTH_POOL.load(Relaxed), nest, n - 1);
         (join_ok(t) + 1) as *mut c_void
@@ -1844,13 +1834,13 @@ mod tests {
         GATE.store(false, SeqCst);
         let t = spawn(p, wait_gate, 9);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut r = 1 as *mut c_void;
+        let mut r = 7 as *mut c_void;
         // SAFETY: valid out pointer.
         assert_eq!(
             unsafe { conc_task_join_timeout(t, 30, &mut r) },
             CONC_ERR_TIMED_OUT
         );
-        assert_eq!(r as usize, 1);
+        assert_eq!(r as usize, 7);
         // SAFETY: as above.
         assert_eq!(
             unsafe { conc_task_join_timeout(t, 0, &mut r) },

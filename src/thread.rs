@@ -105,7 +105,7 @@ struct Wait {
 /// Ids are uniformly mixed already (and chosen by conc, not by callers),
 /// so the map uses each id as its own hash.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {

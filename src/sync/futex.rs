@@ -323,7 +323,7 @@ pub fn spin_adaptive(hint: &AtomicU32, mut done: impl FnMut() -> bool) -> bool {
             c.set(t);
             t
         });
-        if t % SPIN_EXPLORE == 0 {
+        if t.is_multiple_of(SPIN_EXPLORE) {
             SPIN_MAX
         } else {
             0
