@@ -42,7 +42,7 @@ void join_rethrows_the_tasks_exception() {
     auto t = conc::spawn([]() -> int { throw std::runtime_error("from a task"); });
     try {
         (void)t.join();
-        CHECK(!"join did not rethrow");
+        check_failed(__FILE__, __LINE__, "join did not rethrow");
     } catch (const std::runtime_error& e) {
         CHECK(std::string(e.what()) == "from a task");
     }
@@ -126,7 +126,7 @@ void parallel_for_rethrows_the_first_exception() {
             ++ran;
             if (i == 10) throw std::logic_error("index 10");
         });
-        CHECK(!"parallel_for did not rethrow");
+        check_failed(__FILE__, __LINE__, "parallel_for did not rethrow");
     } catch (const std::logic_error& e) {
         CHECK(std::string(e.what()) == "index 10");
     }
