@@ -1772,6 +1772,18 @@ mod tests {
 
     #[test]
     fn nesting_on_one_thread() {
+        // The joiner may run the queued outer task itself, so the nesting
+        // can happen on this thread's stack: give it a pool thread's size
+        // (the test harness's 2 MiB is too small for unoptimised frames).
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(nesting_on_one_thread_body)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn nesting_on_one_thread_body() {
         let mut p = ptr::null_mut();
         // SAFETY: valid out pointer.
         assert_eq!(unsafe { conc_pool_create(&mut p, 1) }, CONC_OK);
