@@ -65,6 +65,14 @@ const OPTIONAL: &[(&str, &str)] = &[
     ("conc_list_create_bytes", "name"),
     ("conc_queue_create", "name"),
     ("conc_queue_close", "queue"),
+    ("conc_pool_close", "pool"),
+    ("conc_pool_threads", "pool"),
+    ("conc_task_spawn", "pool"),
+    ("conc_task_spawn", "arg"),
+    ("conc_task_join", "result"),
+    ("conc_task_join_timeout", "result"),
+    ("conc_parallel_for", "pool"),
+    ("conc_parallel_for", "ctx"),
 ];
 
 /// Parameters that are NULL-able only together with a zero length: the
@@ -105,6 +113,10 @@ const SCALARS: &[(&str, &str)] = &[
     ("buf_size", "1"),
     ("capacity", "4"),
     ("message_size", "8"),
+    ("threads", "1"),
+    ("begin", "0"),
+    ("end", "1"),
+    ("grain", "1"),
     ("byte", "0"),
     ("dest", "0"),
     ("src", "0"),
@@ -173,6 +185,12 @@ const HANDLES: &[Opaque] = &[
         make: "conc_process %; CHECK_OK(conc_process_spawn(&%, fx_process_fn, NULL));",
         release: "(void)conc_process_join(%, NULL);",
         maker: "conc_process_spawn",
+    },
+    Opaque {
+        ty: "conc_task",
+        make: "conc_task %; CHECK_OK(conc_task_spawn(&%, NULL, fx_thread_fn, NULL));",
+        release: "(void)conc_task_join(%, NULL);",
+        maker: "conc_task_spawn",
     },
 ];
 
@@ -537,6 +555,7 @@ impl Gen<'_> {
                 c.expr = match p.base.as_str() {
                     "conc_thread_fn" => "fx_thread_fn".into(),
                     "conc_process_fn" => "fx_process_fn".into(),
+                    "conc_for_fn" => "fx_for_fn".into(),
                     _ => return Err(format!("no valid function for the type `{}`", p.base)),
                 };
                 return Ok(c);
@@ -618,7 +637,7 @@ impl Gen<'_> {
                     c.expr = format!("&{v}");
                     return Ok(c);
                 }
-                ("void", "arg", false) => {
+                ("void", "arg" | "ctx", false) => {
                     c.expr = "(void *)&fx_sentinel".into();
                     return Ok(c);
                 }
@@ -689,6 +708,10 @@ impl Gen<'_> {
                     } else {
                         "CONC_ERR_INVALID_ARGUMENT"
                     })
+                } else if optional {
+                    // An accessor whose NULL means something (the default
+                    // pool's size): any value, no crash.
+                    Expect::Value("r == r".into())
                 } else {
                     match self.null_accessor_result(f) {
                         Ok(e) => e,
@@ -1054,6 +1077,11 @@ __attribute__((unused)) static void fx_fresh_name(char *buf) {
 __attribute__((unused)) static void fx_unlink_name(const char *name) { (void)shm_unlink(name); }
 
 __attribute__((unused)) static void *fx_thread_fn(void *arg) { return arg; }
+__attribute__((unused)) static void fx_for_fn(size_t b, size_t e, void *ctx) {
+    (void)b;
+    (void)e;
+    (void)ctx;
+}
 "#,
     );
     if has("conc_process_spawn") {
