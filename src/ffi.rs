@@ -19,11 +19,7 @@ pub fn guard(op: &'static str, body: impl FnOnce() -> Result<()>) -> conc_status
             set_last_error(&err);
             err.status
         }
-        Err(payload) => {
-            let err = panic_error(op, payload.as_ref());
-            set_last_error(&err);
-            err.status
-        }
+        Err(payload) => record_panic(op, payload),
     }
 }
 
@@ -33,10 +29,21 @@ pub fn guard_value<T>(op: &'static str, fallback: T, body: impl FnOnce() -> T) -
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => value,
         Err(payload) => {
-            set_last_error(&panic_error(op, payload.as_ref()));
+            record_panic(op, payload);
             fallback
         }
     }
+}
+
+/// Records a caught panic as `op`'s error and returns `CONC_ERR_PANIC`.
+/// Out of line, so that the error's buffer is no part of the hot paths'
+/// stack frames.
+#[cold]
+#[inline(never)]
+fn record_panic(op: &str, payload: Box<dyn std::any::Any + Send>) -> conc_status {
+    let err = panic_error(op, payload.as_ref());
+    set_last_error(&err);
+    err.status
 }
 
 fn panic_error(op: &str, payload: &(dyn std::any::Any + Send)) -> Error {

@@ -218,8 +218,12 @@ pub struct conc_mmap {
     data: AtomicPtr<u8>,
     /// The number of bytes of the map.
     len: AtomicUsize,
-    /// The cursor: always within `0..=len`.
-    cursor: AtomicUsize,
+    /// The cursor, as the address of the byte it is at: always within
+    /// `data..=data + len`. An address rather than an offset because the
+    /// readline loop then finds its line start with one load, not a load
+    /// and an add (measured: ~0.15 of a bare `memchr` loop's time); the
+    /// offset functions (`seek`, `tell`, `read`, ...) subtract `data`.
+    cursor: AtomicPtr<u8>,
     /// The OS mapping as the SIGBUS handler sees it, and whether a lost
     /// page was replaced by zeros (the map is damaged).
     region: Region,
@@ -267,7 +271,7 @@ impl conc_mmap {
             map_len: AtomicUsize::new(0),
             data: AtomicPtr::new(NonNull::dangling().as_ptr()),
             len: AtomicUsize::new(0),
-            cursor: AtomicUsize::new(0),
+            cursor: AtomicPtr::new(NonNull::dangling().as_ptr()),
             region: Region::new(prot_of(access)),
             access,
             label,
@@ -292,15 +296,14 @@ impl conc_mmap {
         } else {
             (base, map_len)
         };
+        // The cursor keeps its offset, clamped to the new length.
+        let pos = self.cursor().min(len);
         self.base.store(base, Ordering::Relaxed);
         self.map_len.store(map_len, Ordering::Relaxed);
         self.data.store(data, Ordering::Relaxed);
         self.len.store(len, Ordering::Relaxed);
         self.region.set(base, map_len);
-        let cursor = self.cursor.load(Ordering::Relaxed);
-        if cursor > len {
-            self.cursor.store(len, Ordering::Relaxed);
-        }
+        self.set_cursor(data, pos);
     }
 
     /// The first byte and the length: one snapshot per call.
@@ -332,14 +335,24 @@ impl conc_mmap {
         crate::msg!("{op}({})", self.label)
     }
 
-    /// The cursor, clamped to `len`.
+    /// The cursor's offset in the snapshot `(data, len)`, clamped to `len`.
     #[inline(always)]
-    fn cursor_in(&self, len: usize) -> usize {
-        self.cursor.load(Ordering::Relaxed).min(len)
+    fn cursor_in(&self, data: *mut u8, len: usize) -> usize {
+        (self.cursor.load(Ordering::Relaxed) as usize)
+            .wrapping_sub(data as usize)
+            .min(len)
+    }
+
+    /// Moves the cursor to offset `pos` (at most `len`) of the snapshot
+    /// whose first byte is `data`.
+    #[inline(always)]
+    fn set_cursor(&self, data: *mut u8, pos: usize) {
+        self.cursor.store(data.wrapping_add(pos), Ordering::Relaxed);
     }
 
     fn cursor(&self) -> usize {
-        self.cursor_in(self.len())
+        let (data, len) = self.view();
+        self.cursor_in(data, len)
     }
 
     fn writable(&self) -> bool {
@@ -975,14 +988,14 @@ pub unsafe extern "C" fn conc_mmap_read_byte(map: *mut conc_mmap, byte: *mut u8)
         // SAFETY: `byte` is NULL or writable, per the caller's contract.
         let byte = unsafe { ffi::out_ref(byte, OP, "byte") }?;
         let (data, len) = m.view();
-        let pos = m.cursor_in(len);
+        let pos = m.cursor_in(data, len);
         if pos == len {
             return Err(at_end(m, OP, pos));
         }
         // SAFETY: pos < len: inside the map.
         let b = m.guarded(OP, || unsafe { data.add(pos).read_volatile() })?;
         *byte = b;
-        m.cursor.store(pos + 1, Ordering::Relaxed);
+        m.set_cursor(data, pos + 1);
         Ok(())
     })
 }
@@ -1041,15 +1054,16 @@ pub unsafe extern "C" fn conc_mmap_readline(
     // slot cost nothing on success.
     ffi::guard_value(OP, crate::error::CONC_ERR_PANIC, || {
         if let Some(m) = crate::handle::lookup(map.cast_const()) {
-            if !line.is_null() && !len.is_null() {
-                let (data, total) = m.view();
-                let pos = m.cursor_in(total);
-                // SAFETY: pos <= total: `rest` is inside the map or at its end.
-                let rest = unsafe { data.add(pos) };
-                let n = if pos == total {
+            let (data, total) = m.view();
+            let rest = m.cursor.load(Ordering::Relaxed);
+            let left = (data as usize + total).wrapping_sub(rest as usize);
+            // `rest` inside the map or at its end (always so, unless a
+            // racing resize broke the contract: then the full path clamps).
+            if !line.is_null() && !len.is_null() && rest >= data && left <= total {
+                let n = if left == 0 {
                     0
                 } else {
-                    m.region.access(|| line_len(rest, total - pos))
+                    m.region.access(|| line_len(rest, left))
                 };
                 if !m.region.hit() {
                     // SAFETY: both non-NULL and writable, per the contract.
@@ -1057,7 +1071,7 @@ pub unsafe extern "C" fn conc_mmap_readline(
                         *line = rest;
                         *len = n;
                     }
-                    m.cursor.store(pos + n, Ordering::Relaxed);
+                    m.cursor.store(rest.wrapping_add(n), Ordering::Relaxed);
                     return crate::error::CONC_OK;
                 }
             }
@@ -1074,7 +1088,7 @@ pub unsafe extern "C" fn conc_mmap_readline(
 /// As for `conc_mmap_readline`.
 #[cold]
 #[inline(never)]
-unsafe fn readline_checked(
+unsafe extern "C" fn readline_checked(
     map: *mut conc_mmap,
     line: *mut *const u8,
     len: *mut usize,
@@ -1087,7 +1101,7 @@ unsafe fn readline_checked(
         // SAFETY: `len` is NULL or writable, per the caller's contract.
         let len = unsafe { ffi::out_ref(len, OP, "len") }?;
         let (data, total) = m.view();
-        let pos = m.cursor_in(total);
+        let pos = m.cursor_in(data, total);
         // SAFETY: pos <= total: `rest` is inside the map or at its end.
         let rest = unsafe { data.add(pos) };
         let n = if pos == total {
@@ -1100,7 +1114,7 @@ unsafe fn readline_checked(
         };
         *line = rest;
         *len = n;
-        m.cursor.store(pos + n, Ordering::Relaxed);
+        m.set_cursor(data, pos + n);
         Ok(())
     })
 }
@@ -1133,7 +1147,7 @@ pub unsafe extern "C" fn conc_mmap_read(
         // SAFETY: `got` is NULL or writable, per the caller's contract.
         let got = unsafe { ffi::out_ref(got, OP, "got") }?;
         let (data, len) = m.view();
-        let pos = m.cursor_in(len);
+        let pos = m.cursor_in(data, len);
         let n = count.min(len - pos);
         if n > 0 {
             // SAFETY: [pos, pos + n) is inside the map; `buf` is writable
@@ -1145,7 +1159,7 @@ pub unsafe extern "C" fn conc_mmap_read(
             return Err(m.damaged(OP));
         }
         *got = n;
-        m.cursor.store(pos + n, Ordering::Relaxed);
+        m.set_cursor(data, pos + n);
         Ok(())
     })
 }
@@ -1179,7 +1193,7 @@ pub unsafe extern "C" fn conc_mmap_write(
         }
         m.require_writable(OP)?;
         let (dst, len) = m.view();
-        let pos = m.cursor_in(len);
+        let pos = m.cursor_in(dst, len);
         if count > len - pos {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
@@ -1196,7 +1210,7 @@ pub unsafe extern "C" fn conc_mmap_write(
                 ptr::copy(data.cast::<u8>(), dst.add(pos), count)
             })?;
         }
-        m.cursor.store(pos + count, Ordering::Relaxed);
+        m.set_cursor(dst, pos + count);
         Ok(())
     })
 }
@@ -1218,13 +1232,13 @@ pub unsafe extern "C" fn conc_mmap_write_byte(map: *mut conc_mmap, byte: u8) -> 
         let m = crate::handle::get(map.cast_const(), OP, "map")?;
         m.require_writable(OP)?;
         let (data, len) = m.view();
-        let pos = m.cursor_in(len);
+        let pos = m.cursor_in(data, len);
         if pos == len {
             return Err(at_end(m, OP, pos));
         }
         // SAFETY: pos < len, inside the writable map.
         m.guarded(OP, || unsafe { data.add(pos).write_volatile(byte) })?;
-        m.cursor.store(pos + 1, Ordering::Relaxed);
+        m.set_cursor(data, pos + 1);
         Ok(())
     })
 }
@@ -1532,7 +1546,7 @@ pub unsafe extern "C" fn conc_mmap_seek(
                 ),
             ));
         }
-        m.cursor.store(target as usize, Ordering::Relaxed);
+        m.set_cursor(m.view().0, target as usize);
         Ok(())
     })
 }
