@@ -10,9 +10,10 @@
 //! `CONC_ACCESS_WRITE` map, which keeps it for `conc_mmap_resize`.
 //!
 //! The cursor used by `read_byte`, `readline`, `read`, `write`, `seek` and
-//! `tell` is an atomic, so that two threads misusing one handle get
-//! interleaved lines, not undefined behaviour; the contract is still one
-//! handle per thread. The mapping's address and length are atomics too,
+//! `tell` is an atomic address kept in the handle's slot (see [`Cursor`]
+//! for why), so that two threads misusing one handle get interleaved
+//! lines, not undefined behaviour; the contract is still one handle per
+//! thread. The mapping's address and length are atomics too,
 //! because `conc_mmap_resize` changes them through the shared handle:
 //! every call takes one snapshot of them (plain loads on x86-64), so a
 //! resize racing another call on the same map (the program's bug, which
@@ -218,12 +219,6 @@ pub struct conc_mmap {
     data: AtomicPtr<u8>,
     /// The number of bytes of the map.
     len: AtomicUsize,
-    /// The cursor, as the address of the byte it is at: always within
-    /// `data..=data + len`. An address rather than an offset because the
-    /// readline loop then finds its line start with one load, not a load
-    /// and an add (measured: ~0.15 of a bare `memchr` loop's time); the
-    /// offset functions (`seek`, `tell`, `read`, ...) subtract `data`.
-    cursor: AtomicPtr<u8>,
     /// The OS mapping as the SIGBUS handler sees it, and whether a lost
     /// page was replaced by zeros (the map is damaged).
     region: Region,
@@ -239,6 +234,46 @@ pub struct conc_mmap {
 
 impl crate::handle::Object for conc_mmap {
     const KIND: crate::handle::Kind = crate::handle::Kind::Mmap;
+}
+
+/// A map's cursor: the address of the byte it is at, always within
+/// `data..=data + len`, kept in the handle's hot word
+/// ([`crate::handle::lookup_aux`]) rather than in the map. So the readline
+/// loop finds its line start with one load from the handle's slot: no load
+/// of the map's address first, and no add of an offset (together ~0.2 of a
+/// bare `memchr` loop's time, measured). The offset functions (`seek`,
+/// `tell`, `read`, ...) subtract `data`.
+#[derive(Clone, Copy)]
+struct Cursor<'a>(&'a AtomicPtr<u8>);
+
+impl Cursor<'_> {
+    /// The cursor's offset in the snapshot `(data, len)`, clamped to `len`.
+    #[inline(always)]
+    fn offset(self, data: *mut u8, len: usize) -> usize {
+        (self.0.load(Ordering::Relaxed) as usize)
+            .wrapping_sub(data as usize)
+            .min(len)
+    }
+
+    /// Moves the cursor to offset `pos` (at most `len`) of the snapshot
+    /// whose first byte is `data`.
+    #[inline(always)]
+    fn set(self, data: *mut u8, pos: usize) {
+        self.0.store(data.wrapping_add(pos), Ordering::Relaxed);
+    }
+}
+
+/// The live map behind `map` and its cursor: [`crate::handle::get_aux`].
+#[inline(always)]
+fn get_map<'a>(map: *const conc_mmap, op: &str) -> Result<(&'a conc_mmap, Cursor<'a>)> {
+    let (m, aux) = crate::handle::get_aux(map, op, "map")?;
+    Ok((m, Cursor(aux)))
+}
+
+/// Publishes a new map, its cursor at its first byte.
+fn publish_map(map: conc_mmap) -> Result<*mut conc_mmap> {
+    let data = map.view().0;
+    crate::handle::publish_with_aux(map, data)
 }
 
 // SAFETY: the handle owns its mapping; the pointers are addresses of memory
@@ -271,7 +306,6 @@ impl conc_mmap {
             map_len: AtomicUsize::new(0),
             data: AtomicPtr::new(NonNull::dangling().as_ptr()),
             len: AtomicUsize::new(0),
-            cursor: AtomicPtr::new(NonNull::dangling().as_ptr()),
             region: Region::new(prot_of(access)),
             access,
             label,
@@ -296,14 +330,11 @@ impl conc_mmap {
         } else {
             (base, map_len)
         };
-        // The cursor keeps its offset, clamped to the new length.
-        let pos = self.cursor().min(len);
         self.base.store(base, Ordering::Relaxed);
         self.map_len.store(map_len, Ordering::Relaxed);
         self.data.store(data, Ordering::Relaxed);
         self.len.store(len, Ordering::Relaxed);
         self.region.set(base, map_len);
-        self.set_cursor(data, pos);
     }
 
     /// The first byte and the length: one snapshot per call.
@@ -335,26 +366,6 @@ impl conc_mmap {
         crate::msg!("{op}({})", self.label)
     }
 
-    /// The cursor's offset in the snapshot `(data, len)`, clamped to `len`.
-    #[inline(always)]
-    fn cursor_in(&self, data: *mut u8, len: usize) -> usize {
-        (self.cursor.load(Ordering::Relaxed) as usize)
-            .wrapping_sub(data as usize)
-            .min(len)
-    }
-
-    /// Moves the cursor to offset `pos` (at most `len`) of the snapshot
-    /// whose first byte is `data`.
-    #[inline(always)]
-    fn set_cursor(&self, data: *mut u8, pos: usize) {
-        self.cursor.store(data.wrapping_add(pos), Ordering::Relaxed);
-    }
-
-    fn cursor(&self) -> usize {
-        let (data, len) = self.view();
-        self.cursor_in(data, len)
-    }
-
     fn writable(&self) -> bool {
         self.access != CONC_ACCESS_READ
     }
@@ -368,6 +379,16 @@ impl conc_mmap {
             return Err(self.damaged(op));
         }
         Ok(r)
+    }
+
+    /// Records [`Self::damaged`] as the last error and returns its status,
+    /// for fast paths that return statuses directly.
+    #[cold]
+    #[inline(never)]
+    fn damaged_status(&self, op: &str) -> conc_status {
+        let err = self.damaged(op);
+        crate::error::set_last_error(&err);
+        err.status
     }
 
     #[cold]
@@ -649,7 +670,7 @@ unsafe fn open_common(
         let access = access.get(&ctx)?;
         let (offset, length) = range.unwrap_or((0, 0));
         let map = open_file(&ctx, path, access, offset, length)?;
-        *out = crate::handle::publish(map)?;
+        *out = publish_map(map)?;
         Ok(())
     })
 }
@@ -841,7 +862,7 @@ pub unsafe extern "C" fn conc_mmap_create(
             }
             // SAFETY: a fresh descriptor nobody else owns.
             map.file = Some(unsafe { File::from_raw_fd(fd) });
-            crate::handle::publish(map)
+            publish_map(map)
         })();
         match made {
             Ok(handle) => {
@@ -893,7 +914,7 @@ pub unsafe extern "C" fn conc_mmap_anonymous(
             crate::msg!("anonymous, {length} bytes"),
         );
         map.anonymous = true;
-        *out = crate::handle::publish(map)?;
+        *out = publish_map(map)?;
         Ok(())
     })
 }
@@ -984,18 +1005,18 @@ fn at_end(m: &conc_mmap, op: &str, pos: usize) -> Error {
 pub unsafe extern "C" fn conc_mmap_read_byte(map: *mut conc_mmap, byte: *mut u8) -> conc_status {
     const OP: &str = "conc_mmap_read_byte";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
         // SAFETY: `byte` is NULL or writable, per the caller's contract.
         let byte = unsafe { ffi::out_ref(byte, OP, "byte") }?;
         let (data, len) = m.view();
-        let pos = m.cursor_in(data, len);
+        let pos = cursor.offset(data, len);
         if pos == len {
             return Err(at_end(m, OP, pos));
         }
         // SAFETY: pos < len: inside the map.
         let b = m.guarded(OP, || unsafe { data.add(pos).read_volatile() })?;
         *byte = b;
-        m.set_cursor(data, pos + 1);
+        cursor.set(data, pos + 1);
         Ok(())
     })
 }
@@ -1043,19 +1064,24 @@ pub unsafe extern "C" fn conc_mmap_readline(
     // stores on top of memchr. Anything else goes to the full path, which
     // makes the error. Nothing here can panic; the guard stays all the same.
     //
-    // Where a call goes (callgrind, instructions per 88-byte line of the
-    // benchmark file, C loop included): 196 before this path (handle::get
-    // out of line returning its Result through memory ~51, the memchr
-    // crate's dispatch layers ~25 over glibc's, Result plumbing), 148 now,
-    // against 48.5 for a bare C memchr loop. Of the ~99 left: the handle
-    // check ~28, saving and restoring the registers live across memchr
-    // ~22, the cursor and the snapshot ~9, the SIGBUS guard ~8, the
-    // outputs ~5, the caller's loop ~9; catch_unwind and the last-error
-    // slot cost nothing on success.
+    // What the loop costs is latency, not instructions. Each line ends
+    // with a mispredicted branch in memchr (where the newline falls), and
+    // what runs from there to the next memchr's first load is the price
+    // (2-core EPYC, 10M lines of 60-114 bytes, ratio to a bare C memchr
+    // loop over the same map): 1.85 with a segmented handle table and the
+    // cursor as an offset in the map; 1.77 with the static slot array (no
+    // bit scan, no segment load); 1.45 with the cursor as an address (no
+    // add); 1.35 with the one-compare tag check; 1.30 with the cursor in
+    // the handle's slot (no load of the map's address before the cursor's).
+    // What is left over the C loop: the call, the tag check, the SIGBUS
+    // guard's two thread-local stores, the cursor's round trip through
+    // memory. (0.1's library, which checked nothing, measured 1.56.)
+    // Fewer instructions did not help: dropping the guard, or the `left`
+    // test, measured slower, so keep to measurements when changing this.
     ffi::guard_value(OP, crate::error::CONC_ERR_PANIC, || {
-        if let Some(m) = crate::handle::lookup(map.cast_const()) {
+        if let Some((m, cursor)) = crate::handle::lookup_aux(map.cast_const()) {
             let (data, total) = m.view();
-            let rest = m.cursor.load(Ordering::Relaxed);
+            let rest = cursor.load(Ordering::Relaxed);
             let left = (data as usize + total).wrapping_sub(rest as usize);
             // `rest` inside the map or at its end (always so, unless a
             // racing resize broke the contract: then the full path clamps).
@@ -1065,15 +1091,16 @@ pub unsafe extern "C" fn conc_mmap_readline(
                 } else {
                     m.region.access(|| line_len(rest, left))
                 };
-                if !m.region.hit() {
-                    // SAFETY: both non-NULL and writable, per the contract.
-                    unsafe {
-                        *line = rest;
-                        *len = n;
-                    }
-                    m.cursor.store(rest.wrapping_add(n), Ordering::Relaxed);
-                    return crate::error::CONC_OK;
+                if m.region.hit() {
+                    return m.damaged_status(OP);
                 }
+                // SAFETY: both non-NULL and writable, per the contract.
+                unsafe {
+                    *line = rest;
+                    *len = n;
+                }
+                cursor.store(rest.wrapping_add(n), Ordering::Relaxed);
+                return crate::error::CONC_OK;
             }
         }
         // SAFETY: forwarded caller contract.
@@ -1095,13 +1122,13 @@ unsafe extern "C" fn readline_checked(
 ) -> conc_status {
     const OP: &str = "conc_mmap_readline";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
         // SAFETY: `line` is NULL or writable, per the caller's contract.
         let line = unsafe { ffi::out_ref(line, OP, "line") }?;
         // SAFETY: `len` is NULL or writable, per the caller's contract.
         let len = unsafe { ffi::out_ref(len, OP, "len") }?;
         let (data, total) = m.view();
-        let pos = m.cursor_in(data, total);
+        let pos = cursor.offset(data, total);
         // SAFETY: pos <= total: `rest` is inside the map or at its end.
         let rest = unsafe { data.add(pos) };
         let n = if pos == total {
@@ -1114,7 +1141,7 @@ unsafe extern "C" fn readline_checked(
         };
         *line = rest;
         *len = n;
-        m.set_cursor(data, pos + n);
+        cursor.set(data, pos + n);
         Ok(())
     })
 }
@@ -1140,14 +1167,14 @@ pub unsafe extern "C" fn conc_mmap_read(
 ) -> conc_status {
     const OP: &str = "conc_mmap_read";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
         if count > 0 {
             ffi::not_null(buf, OP, "buf")?;
         }
         // SAFETY: `got` is NULL or writable, per the caller's contract.
         let got = unsafe { ffi::out_ref(got, OP, "got") }?;
         let (data, len) = m.view();
-        let pos = m.cursor_in(data, len);
+        let pos = cursor.offset(data, len);
         let n = count.min(len - pos);
         if n > 0 {
             // SAFETY: [pos, pos + n) is inside the map; `buf` is writable
@@ -1159,7 +1186,7 @@ pub unsafe extern "C" fn conc_mmap_read(
             return Err(m.damaged(OP));
         }
         *got = n;
-        m.set_cursor(data, pos + n);
+        cursor.set(data, pos + n);
         Ok(())
     })
 }
@@ -1187,13 +1214,13 @@ pub unsafe extern "C" fn conc_mmap_write(
 ) -> conc_status {
     const OP: &str = "conc_mmap_write";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
         if count > 0 {
             ffi::not_null(data, OP, "data")?;
         }
         m.require_writable(OP)?;
         let (dst, len) = m.view();
-        let pos = m.cursor_in(dst, len);
+        let pos = cursor.offset(dst, len);
         if count > len - pos {
             return Err(Error::new(
                 CONC_ERR_OUT_OF_RANGE,
@@ -1210,7 +1237,7 @@ pub unsafe extern "C" fn conc_mmap_write(
                 ptr::copy(data.cast::<u8>(), dst.add(pos), count)
             })?;
         }
-        m.set_cursor(dst, pos + count);
+        cursor.set(dst, pos + count);
         Ok(())
     })
 }
@@ -1229,16 +1256,16 @@ pub unsafe extern "C" fn conc_mmap_write(
 pub unsafe extern "C" fn conc_mmap_write_byte(map: *mut conc_mmap, byte: u8) -> conc_status {
     const OP: &str = "conc_mmap_write_byte";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
         m.require_writable(OP)?;
         let (data, len) = m.view();
-        let pos = m.cursor_in(data, len);
+        let pos = cursor.offset(data, len);
         if pos == len {
             return Err(at_end(m, OP, pos));
         }
         // SAFETY: pos < len, inside the writable map.
         m.guarded(OP, || unsafe { data.add(pos).write_volatile(byte) })?;
-        m.set_cursor(data, pos + 1);
+        cursor.set(data, pos + 1);
         Ok(())
     })
 }
@@ -1423,28 +1450,41 @@ fn resize_anonymous(m: &conc_mmap, new_len: usize, ctx: &str) -> Result<()> {
 pub unsafe extern "C" fn conc_mmap_resize(map: *mut conc_mmap, new_len: usize) -> conc_status {
     const OP: &str = "conc_mmap_resize";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
-        let ctx = crate::msg!("{}, to {new_len} bytes", m.ctx(OP));
-        if m.anonymous {
-            return resize_anonymous(m, new_len, &ctx);
-        }
-        match &m.file {
-            Some(_) if m.region.hit() => Err(m.damaged(OP)),
-            Some(file) => resize_file(m, file, new_len, &ctx),
-            None => Err(Error::new(
-                CONC_ERR_INVALID_STATE,
-                format_args!(
-                    "{ctx}: only a whole-file CONC_ACCESS_WRITE map or an anonymous map can be \
-                     resized (this one is {})",
-                    match m.access {
-                        CONC_ACCESS_READ => "CONC_ACCESS_READ",
-                        CONC_ACCESS_COPY => "CONC_ACCESS_COPY",
-                        CONC_ACCESS_WRITE => "a map of a range of the file",
-                    }
-                ),
-            )),
-        }
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
+        // The cursor keeps its offset, clamped to the new length, whether
+        // the bytes moved or not (nor whether the resize succeeded).
+        let (data, len) = m.view();
+        let pos = cursor.offset(data, len);
+        let done = resize(m, new_len);
+        let (data, len) = m.view();
+        cursor.set(data, pos.min(len));
+        done
     })
+}
+
+/// `conc_mmap_resize` once the map is found.
+fn resize(m: &conc_mmap, new_len: usize) -> Result<()> {
+    const OP: &str = "conc_mmap_resize";
+    let ctx = crate::msg!("{}, to {new_len} bytes", m.ctx(OP));
+    if m.anonymous {
+        return resize_anonymous(m, new_len, &ctx);
+    }
+    match &m.file {
+        Some(_) if m.region.hit() => Err(m.damaged(OP)),
+        Some(file) => resize_file(m, file, new_len, &ctx),
+        None => Err(Error::new(
+            CONC_ERR_INVALID_STATE,
+            format_args!(
+                "{ctx}: only a whole-file CONC_ACCESS_WRITE map or an anonymous map can be \
+                 resized (this one is {})",
+                match m.access {
+                    CONC_ACCESS_READ => "CONC_ACCESS_READ",
+                    CONC_ACCESS_COPY => "CONC_ACCESS_COPY",
+                    CONC_ACCESS_WRITE => "a map of a range of the file",
+                }
+            ),
+        )),
+    }
 }
 
 /// Tells the OS how the `length` bytes of the map from `offset` (length 0:
@@ -1529,11 +1569,14 @@ pub unsafe extern "C" fn conc_mmap_seek(
 ) -> conc_status {
     const OP: &str = "conc_mmap_seek";
     ffi::guard(OP, || {
-        let m = crate::handle::get(map.cast_const(), OP, "map")?;
+        let (m, cursor) = get_map(map.cast_const(), OP)?;
         let ctx = m.ctx(OP);
         let origin = match whence.get(&ctx)? {
             CONC_SEEK_SET => 0,
-            CONC_SEEK_CUR => m.cursor(),
+            CONC_SEEK_CUR => {
+                let (data, len) = m.view();
+                cursor.offset(data, len)
+            }
             CONC_SEEK_END => m.len(),
         };
         let len = m.len();
@@ -1546,7 +1589,7 @@ pub unsafe extern "C" fn conc_mmap_seek(
                 ),
             ));
         }
-        m.set_cursor(m.view().0, target as usize);
+        cursor.set(m.view().0, target as usize);
         Ok(())
     })
 }
@@ -1559,7 +1602,10 @@ pub unsafe extern "C" fn conc_mmap_seek(
 #[no_mangle]
 pub unsafe extern "C" fn conc_mmap_tell(map: *const conc_mmap) -> u64 {
     ffi::guard_value("conc_mmap_tell", 0, || {
-        crate::handle::lookup(map).map_or(0, |m| m.cursor() as u64)
+        crate::handle::lookup_aux(map).map_or(0, |(m, aux)| {
+            let (data, len) = m.view();
+            Cursor(aux).offset(data, len) as u64
+        })
     })
 }
 
@@ -2181,6 +2227,25 @@ mod tests {
                 assert_eq!(n, want, "len {len}");
             }
             close(map);
+        }
+    }
+
+    #[test]
+    fn a_new_map_starts_at_its_first_byte_in_a_reused_slot() {
+        // The cursor lives in the handle's slot: a map opened after another
+        // closed (usually in the same slot) must not inherit its cursor.
+        let f = TempFile::new(b"ab\ncd\n");
+        for _ in 0..3 {
+            let (s, map) = open(&f.0, 0);
+            assert_eq!(s, CONC_OK);
+            // SAFETY: map is open, then closed once.
+            unsafe {
+                assert_eq!(conc_mmap_tell(map), 0);
+                assert_eq!(lines(map), [&b"ab\n"[..], b"cd\n"].map(<[u8]>::to_vec));
+                assert_eq!(conc_mmap_seek(map, 4, RawWhence(0)), CONC_OK);
+                assert_eq!(conc_mmap_close(map), CONC_OK);
+                assert_eq!(conc_mmap_tell(map), 0);
+            }
         }
     }
 
