@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define CONC_VERSION_MAJOR 0
-#define CONC_VERSION_MINOR 1
+#define CONC_VERSION_MINOR 2
 #define CONC_VERSION_PATCH 0
 /* All-zero initialisers of the synchronization objects (an all-zero
  * object is ready to use; these spell it for static and automatic
