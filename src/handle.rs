@@ -12,8 +12,8 @@
 //! ```
 //!
 //! The slots live in a table that only grows and never moves, so a lookup
-//! needs no lock. The first [`FLAT`] slots are one static array (64 KiB of
-//! zero pages, in `.bss`): a handle's slot address is the array's address
+//! needs no lock. The first [`FLAT`] slots are one static array (128 KiB
+//! of zero pages, in `.bss`, touched only as slots are used): a handle's slot address is the array's address
 //! plus its index, with no load before the slot's own. Programs with more
 //! open objects continue in segments: segment `k` holds `64 << k` slots and
 //! is allocated (zeroed, fallibly) the first time it is needed, then never
@@ -39,8 +39,8 @@
 //! loop measured ~0.2 of a bare `memchr` loop's time slower for it.
 //!
 //! - **Lookup** ([`get`], [`lookup`]) refuses a handle with low bits set,
-//!   masks its index bits out (for the static array they are the slot's
-//!   byte offset plus 16), loads the slot's `tag` (acquire) and compares
+//!   masks its index bits out (in place they are `(index + 1) << 4`, so
+//!   the static array's slot is one shift and add away), loads the slot's `tag` (acquire) and compares
 //!   it with the handle or-ed with the kind expected: one load and one
 //!   compare on the hot path, no lock, no read-modify-write. With the low
 //!   bits 0, `h | kind == tag` holds only for the live handle of that kind:
