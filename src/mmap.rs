@@ -1085,7 +1085,10 @@ pub unsafe extern "C" fn conc_mmap_readline(
             let left = (data as usize + total).wrapping_sub(rest as usize);
             // `rest` inside the map or at its end (always so, unless a
             // racing resize broke the contract: then the full path clamps).
-            if !line.is_null() && !len.is_null() && rest >= data && left <= total {
+            // One test covers both ends: below `data`, `left` exceeds
+            // `total` (a map's end is far from the top of the address
+            // space, so the sum does not wrap).
+            if !line.is_null() && !len.is_null() && left <= total {
                 let n = if left == 0 {
                     0
                 } else {
