@@ -12,12 +12,13 @@
 //! ```
 //!
 //! The slots live in a table that only grows and never moves, so a lookup
-//! needs no lock. The first [`FLAT`] slots are one static array (128 KiB
-//! of zero pages, in `.bss`, touched only as slots are used): a handle's slot address is the array's address
-//! plus its index, with no load before the slot's own. Programs with more
-//! open objects continue in segments: segment `k` holds `64 << k` slots and
-//! is allocated (zeroed, fallibly) the first time it is needed, then never
-//! freed. A slot is 32 bytes, `tag`, `ptr` and `aux`:
+//! needs no lock. The first [`FLAT`] slots are one static array (128 KiB of
+//! zero pages, in `.bss`, touched only as slots are used): a handle's slot
+//! address is the array's address plus its index, with no load before the
+//! slot's own. Programs with more open objects continue in segments:
+//! segment `k` holds `64 << k` slots and is allocated (zeroed, fallibly)
+//! the first time it is needed, then never freed. A slot is 32 bytes,
+//! `tag`, `ptr` and `aux`:
 //!
 //! ```text
 //!   live: tag = the handle | its kind (1..=5, in bits 3..0)   ptr = the boxed object
@@ -39,17 +40,17 @@
 //! loop measured ~0.2 of a bare `memchr` loop's time slower for it.
 //!
 //! - **Lookup** ([`get`], [`lookup`]) refuses a handle with low bits set,
-//!   masks its index bits out (in place they are `(index + 1) << 4`, so
-//!   the static array's slot is one shift and add away), loads the slot's `tag` (acquire) and compares
-//!   it with the handle or-ed with the kind expected: one load and one
-//!   compare on the hot path, no lock, no read-modify-write. With the low
-//!   bits 0, `h | kind == tag` holds only for the live handle of that kind:
-//!   a free slot's tag has kind bits 0; a live tag's generation is never 0
-//!   and its index bits are its own slot's. So a closed object (its
-//!   generation has moved on), a pointer conc never made and an object of
-//!   another kind are all refused without touching memory the handle
-//!   names. Publishing stores `ptr` before `tag` (release), so a matching
-//!   `tag` guarantees the matching `ptr`.
+//!   masks its index bits out (in place they are `(index + 1) << 4`, so the
+//!   static array's slot is one shift and add away), loads the slot's `tag`
+//!   (acquire) and compares it with the handle or-ed with the kind
+//!   expected: one load and one compare on the hot path, no lock, no
+//!   read-modify-write. With the low bits 0, `h | kind == tag` holds only
+//!   for the live handle of that kind: a free slot's tag has kind bits 0; a
+//!   live tag's generation is never 0 and its index bits are its own
+//!   slot's. So a closed object (its generation has moved on), a pointer
+//!   conc never made and an object of another kind are all refused without
+//!   touching memory the handle names. Publishing stores `ptr` before `tag`
+//!   (release), so a matching `tag` guarantees the matching `ptr`.
 //! - **Release** takes the slot under the table's one mutex, bumps its
 //!   generation and marks it free, so every copy of the old handle is
 //!   refused from then on, even after the slot is reused by a later open:

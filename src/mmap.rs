@@ -1071,11 +1071,14 @@ pub unsafe extern "C" fn conc_mmap_readline(
     // loop over the same map): 1.85 with a segmented handle table and the
     // cursor as an offset in the map; 1.77 with the static slot array (no
     // bit scan, no segment load); 1.45 with the cursor as an address (no
-    // add); 1.35 with the one-compare tag check; 1.30 with the cursor in
-    // the handle's slot (no load of the map's address before the cursor's).
-    // What is left over the C loop: the call, the tag check, the SIGBUS
-    // guard's two thread-local stores, the cursor's round trip through
-    // memory. (0.1's library, which checked nothing, measured 1.56.)
+    // add); 1.35 with the one-compare tag check; 1.30 to 1.36 (from day to
+    // day) with the cursor in the handle's slot (no load of the map's
+    // address before the cursor's). What is left over the C loop: the
+    // call, the tag check, the SIGBUS guard's two thread-local stores, the
+    // cursor's round trip through memory. (0.1's library, which checked
+    // nothing, measures 1.55 to 1.60 on the same days.) Keeping no
+    // previous value across memchr in the guard (one live value fewer)
+    // measured the same.
     // Fewer instructions did not help: dropping the guard, or the `left`
     // test, measured slower, so keep to measurements when changing this.
     ffi::guard_value(OP, crate::error::CONC_ERR_PANIC, || {

@@ -12,9 +12,9 @@
 //! - Every access conc makes to a map's pages runs inside
 //!   [`Region::access`], which stores the region's address in a
 //!   thread-local slot before the access and puts the previous value back
-//!   after: two thread-local stores (and a load), with signal fences so the compiler keeps the
-//!   accesses between them. Every thread that reads does it, including the
-//!   threads `conc_mmap_count_lines` counts on.
+//!   after: two thread-local stores (and a load), with signal fences so the
+//!   compiler keeps the accesses between them. Every thread that reads does
+//!   it, including the threads `conc_mmap_count_lines` counts on.
 //! - A SIGBUS handler, installed once ([`install`], on the first map),
 //!   looks at that slot. When the fault is an address error (`BUS_ADRERR`)
 //!   inside the slot's region, it maps a zero page over the lost page
@@ -41,9 +41,10 @@
 //! it is a load from the thread's TLS block. (Only a libconc.so loaded
 //! later with `dlopen` has lazily allocated TLS: there, a SIGBUS on a
 //! thread that never called conc makes glibc allocate the slot inside the
-//! handler, which glibc's `__tls_get_addr` does with `malloc`.) A program that installs its own SIGBUS handler after its first
-//! map replaces conc's (conc's calls then fault into it) unless it chains
-//! to the handler it replaced.
+//! handler, which glibc's `__tls_get_addr` does with `malloc`.) A program
+//! that installs its own SIGBUS handler after its first map replaces conc's
+//! (conc's calls then fault into it) unless it chains to the handler it
+//! replaced.
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_void};
