@@ -687,6 +687,119 @@ private:
     conc_mmap* map_ = nullptr;
 };
 
+namespace detail {
+
+/// What conc::shm, conc::list and conc::queue share: one handle of a named
+/// object and, for one made by create, its name. `Kind` gives the handle
+/// type, its unlink and close calls, and what the messages call it.
+///
+/// The destructor (and a move-assignment over it) removes the name when
+/// this object owns it, then closes: never a throw. An explicit unlink()
+/// gives the name up, so the name is never removed twice: a second removal
+/// could take a new object another process made under the same name.
+template <typename Kind>
+class named_handle {
+public:
+    using handle = typename Kind::handle;
+
+    named_handle() noexcept = default;
+    named_handle(handle* h, bool owns_name) noexcept : h_(h), owns_name_(owns_name) {}
+    named_handle(named_handle&& other) noexcept
+        : h_(std::exchange(other.h_, nullptr)),
+          owns_name_(std::exchange(other.owns_name_, false)) {}
+    named_handle& operator=(named_handle&& other) noexcept {
+        if (this != &other) {
+            destroy();
+            h_ = std::exchange(other.h_, nullptr);
+            owns_name_ = std::exchange(other.owns_name_, false);
+        }
+        return *this;
+    }
+    named_handle(const named_handle&) = delete;
+    named_handle& operator=(const named_handle&) = delete;
+    ~named_handle() { destroy(); }
+
+    handle* get() const noexcept { return h_; }
+    void keep() noexcept { owns_name_ = false; }
+    bool owns_name() const noexcept { return h_ != nullptr && owns_name_; }
+
+    void require_open(const char* op) const {
+        if (h_ == nullptr) {
+            throw_closed(op, Kind::what);
+        }
+    }
+
+    /// Removes the name now (a second time: CONC_ERR_NOT_FOUND); this
+    /// object no longer owns it. Const, as 0.1's unlink() was: the name is
+    /// the system's, and who owns it is bookkeeping (`mutable`).
+    void unlink(const char* op) const {
+        require_open(op);
+        owns_name_ = false;
+        check(Kind::unlink(h_));
+    }
+
+    /// The destructor's work, reporting a failure: removes the name if
+    /// owned (one already removed is not an error), then closes. Nothing
+    /// when not open; closed either way.
+    void close() {
+        handle* h = std::exchange(h_, nullptr);
+        const bool owned = std::exchange(owns_name_, false);
+        std::optional<error> failure;
+        if (h != nullptr && owned) {
+            const conc_status st = Kind::unlink(h);
+            if (st != CONC_OK && st != CONC_ERR_NOT_FOUND) {
+                failure = last_error(st);
+            }
+        }
+        const conc_status closed = Kind::close(h);
+        if (failure) {
+            throw *failure;
+        }
+        check(closed);
+    }
+
+    /// Gives up the handle and the name: the caller closes the handle.
+    handle* release() noexcept {
+        owns_name_ = false;
+        return std::exchange(h_, nullptr);
+    }
+
+private:
+    void destroy() noexcept {
+        if (h_ != nullptr && owns_name_) {
+            (void)Kind::unlink(h_);
+        }
+        (void)Kind::close(std::exchange(h_, nullptr));
+        owns_name_ = false;
+    }
+
+    handle* h_ = nullptr;
+    mutable bool owns_name_ = false;
+};
+
+struct shm_kind {
+    using handle = conc_shm;
+    static constexpr const char* what = "segment";
+    static conc_status unlink(const conc_shm* h) noexcept { return conc_shm_unlink(h); }
+    static conc_status close(conc_shm* h) noexcept { return conc_shm_close(h); }
+};
+
+struct list_kind {
+    using handle = conc_list;
+    static constexpr const char* what = "list";
+    static conc_status unlink(const conc_list* h) noexcept { return conc_list_unlink(h); }
+    static conc_status close(conc_list* h) noexcept { return conc_list_close(h); }
+};
+
+struct queue_kind {
+    using handle = conc_queue;
+    static constexpr const char* what = "queue";
+    static conc_status unlink(const conc_queue* h) noexcept { return conc_queue_unlink(h); }
+    static conc_status close(conc_queue* h) noexcept { return conc_queue_close(h); }
+};
+
+}  // namespace detail
+
 // ---------------------------------------------------------------------------
 // Shared memory
 
@@ -712,7 +825,7 @@ public:
 
     /// Takes ownership of a segment made by conc_shm_create or conc_shm_open
     /// (to unmap it; it never removes the name).
-    explicit shm(conc_shm* adopted) noexcept : shm_(adopted) {}
+    explicit shm(conc_shm* adopted) noexcept : owner_(adopted, false) {}
 
     /// A new zero-filled segment of `size` bytes with a fresh random name,
     /// removed when this object is destroyed unless keep() is called.
@@ -747,29 +860,20 @@ public:
         detail::check(conc_shm_unlink_name(c_name.c_str()));
     }
 
-    shm(shm&& other) noexcept
-        : shm_(std::exchange(other.shm_, nullptr)),
-          owns_name_(std::exchange(other.owns_name_, false)) {}
-    shm& operator=(shm&& other) noexcept {
-        if (this != &other) {
-            destroy();
-            shm_ = std::exchange(other.shm_, nullptr);
-            owns_name_ = std::exchange(other.owns_name_, false);
-        }
-        return *this;
-    }
+    shm(shm&&) noexcept = default;
+    shm& operator=(shm&&) noexcept = default;
     shm(const shm&) = delete;
     shm& operator=(const shm&) = delete;
-    ~shm() { destroy(); }
+    ~shm() = default;
 
-    bool is_open() const noexcept { return shm_ != nullptr; }
+    bool is_open() const noexcept { return owner_.get() != nullptr; }
     explicit operator bool() const noexcept { return is_open(); }
 
-    std::uint8_t* data() noexcept { return conc_shm_buf(shm_); }
-    const std::uint8_t* data() const noexcept { return conc_shm_buf(shm_); }
-    std::size_t size() const noexcept { return conc_shm_size(shm_); }
+    std::uint8_t* data() noexcept { return conc_shm_buf(owner_.get()); }
+    const std::uint8_t* data() const noexcept { return conc_shm_buf(owner_.get()); }
+    std::size_t size() const noexcept { return conc_shm_size(owner_.get()); }
     /// The name, without a leading '/'.
-    std::string_view name() const noexcept { return conc_shm_name(shm_); }
+    std::string_view name() const noexcept { return conc_shm_name(owner_.get()); }
 
     /// The byte at `index`, unchecked.
     std::uint8_t& operator[](std::size_t index) noexcept { return data()[index]; }
@@ -784,65 +888,33 @@ public:
         return data()[index];
     }
 
-    /// Removes the segment's name now; this map stays usable until closed.
-    /// A second unlink throws CONC_ERR_NOT_FOUND.
-    void unlink() const {
-        require_open("conc::shm::unlink");
-        detail::check(conc_shm_unlink(shm_));
-    }
+    /// Removes the segment's name now; this map stays usable until closed,
+    /// and no longer owns the name. A second unlink throws
+    /// CONC_ERR_NOT_FOUND.
+    void unlink() const { owner_.unlink("conc::shm::unlink"); }
 
     /// Keeps the name when this object is destroyed (for a segment that
     /// must outlive it, e.g. for a process that attaches later). No effect
     /// on a segment made by open.
-    void keep() noexcept { owns_name_ = false; }
+    void keep() noexcept { owner_.keep(); }
 
     /// True while destroying this object would remove the name: made by
-    /// create, keep() not called.
-    bool owns_name() const noexcept { return shm_ != nullptr && owns_name_; }
+    /// create, neither keep() nor unlink() called.
+    bool owns_name() const noexcept { return owner_.owns_name(); }
 
     /// What the destructor does, reporting a failure: removes the name if
     /// this object owns it (see keep()), then unmaps. Nothing when not open.
     /// Closed either way.
-    void close() {
-        conc_shm* s = std::exchange(shm_, nullptr);
-        const bool owned = std::exchange(owns_name_, false);
-        std::optional<error> failure;
-        if (s != nullptr && owned) {
-            const conc_status st = conc_shm_unlink(s);
-            if (st != CONC_OK && st != CONC_ERR_NOT_FOUND) {
-                failure = detail::last_error(st);
-            }
-        }
-        const conc_status closed = conc_shm_close(s);
-        if (failure) {
-            throw *failure;
-        }
-        detail::check(closed);
-    }
+    void close() { owner_.close(); }
 
-    conc_shm* native_handle() const noexcept { return shm_; }
+    conc_shm* native_handle() const noexcept { return owner_.get(); }
     /// Gives up ownership: the caller closes the returned segment, and the
     /// name stays.
-    conc_shm* release() noexcept {
-        owns_name_ = false;
-        return std::exchange(shm_, nullptr);
-    }
+    conc_shm* release() noexcept { return owner_.release(); }
 
 private:
-    shm(conc_shm* made, bool owns_name) noexcept : shm_(made), owns_name_(owns_name) {}
+    shm(conc_shm* made, bool owns_name) noexcept : owner_(made, owns_name) {}
 
-    void destroy() noexcept {
-        if (shm_ != nullptr && owns_name_) {
-            (void)conc_shm_unlink(shm_);
-        }
-        (void)conc_shm_close(std::exchange(shm_, nullptr));
-        owns_name_ = false;
-    }
-    void require_open(const char* op) const {
-        if (shm_ == nullptr) {
-            detail::throw_closed(op, "segment");
-        }
-    }
     void check_index(std::size_t index) const {
         if (index >= size()) {
             throw error(CONC_ERR_OUT_OF_RANGE, "conc::shm::at(" + std::to_string(index) +
@@ -851,8 +923,7 @@ private:
         }
     }
 
-    conc_shm* shm_ = nullptr;
-    bool owns_name_ = false;
+    detail::named_handle<detail::shm_kind> owner_;
 };
 
 // ---------------------------------------------------------------------------
@@ -906,81 +977,49 @@ public:
     list_base(const list_base&) = delete;
     list_base& operator=(const list_base&) = delete;
 
-    bool is_open() const noexcept { return list_ != nullptr; }
+    bool is_open() const noexcept { return handle() != nullptr; }
     explicit operator bool() const noexcept { return is_open(); }
 
     /// The number of elements, fixed at create; 0 when not open.
-    std::size_t size() const noexcept { return conc_list_len(list_); }
+    std::size_t size() const noexcept { return conc_list_len(handle()); }
     /// The name other processes open, without a leading '/'.
-    std::string_view name() const noexcept { return conc_list_name(list_); }
+    std::string_view name() const noexcept { return conc_list_name(handle()); }
     /// The largest element in bytes: 8 for numbers, the byte-string
     /// lists' item_size; 0 when not open.
-    std::size_t item_size() const noexcept { return conc_list_item_size(list_); }
+    std::size_t item_size() const noexcept { return conc_list_item_size(handle()); }
 
-    /// Removes the list's name now; this map stays usable until closed.
-    /// A second unlink throws CONC_ERR_NOT_FOUND.
-    void unlink() const {
-        require_open("conc::list::unlink");
-        detail::check(conc_list_unlink(list_));
-    }
+    /// Removes the list's name now; this map stays usable until closed,
+    /// and no longer owns the name. A second unlink throws
+    /// CONC_ERR_NOT_FOUND.
+    void unlink() const { owner_.unlink("conc::list::unlink"); }
 
     /// Keeps the name when this object is destroyed (for a list that must
     /// outlive it). No effect on a list made by open.
-    void keep() noexcept { owns_name_ = false; }
+    void keep() noexcept { owner_.keep(); }
 
     /// True while destroying this object would remove the name: made by
-    /// create, keep() not called.
-    bool owns_name() const noexcept { return list_ != nullptr && owns_name_; }
+    /// create, neither keep() nor unlink() called.
+    bool owns_name() const noexcept { return owner_.owns_name(); }
 
     /// What the destructor does, reporting a failure: removes the name if
     /// this object owns it (see keep()), then unmaps. Nothing when not open.
     /// Closed either way.
-    void close() {
-        conc_list* l = std::exchange(list_, nullptr);
-        const bool owned = std::exchange(owns_name_, false);
-        std::optional<error> failure;
-        if (l != nullptr && owned) {
-            const conc_status st = conc_list_unlink(l);
-            if (st != CONC_OK && st != CONC_ERR_NOT_FOUND) {
-                failure = detail::last_error(st);
-            }
-        }
-        const conc_status closed = conc_list_close(l);
-        if (failure) {
-            throw *failure;
-        }
-        detail::check(closed);
-    }
+    void close() { owner_.close(); }
 
-    conc_list* native_handle() const noexcept { return list_; }
+    conc_list* native_handle() const noexcept { return handle(); }
     /// Gives up ownership: the caller closes the returned list, and the
     /// name stays.
-    conc_list* release() noexcept {
-        owns_name_ = false;
-        return std::exchange(list_, nullptr);
-    }
+    conc_list* release() noexcept { return owner_.release(); }
 
 protected:
     list_base() noexcept = default;
-    list_base(conc_list* l, bool owns_name) noexcept : list_(l), owns_name_(owns_name) {}
-    list_base(list_base&& other) noexcept
-        : list_(std::exchange(other.list_, nullptr)),
-          owns_name_(std::exchange(other.owns_name_, false)) {}
-    list_base& operator=(list_base&& other) noexcept {
-        if (this != &other) {
-            destroy();
-            list_ = std::exchange(other.list_, nullptr);
-            owns_name_ = std::exchange(other.owns_name_, false);
-        }
-        return *this;
-    }
-    ~list_base() { destroy(); }
+    list_base(conc_list* l, bool owns_name) noexcept : owner_(l, owns_name) {}
+    list_base(list_base&&) noexcept = default;
+    list_base& operator=(list_base&&) noexcept = default;
+    ~list_base() = default;
 
-    void require_open(const char* op) const {
-        if (list_ == nullptr) {
-            detail::throw_closed(op, "list");
-        }
-    }
+    conc_list* handle() const noexcept { return owner_.get(); }
+    void require_open(const char* op) const { owner_.require_open(op); }
 
     /// Opens `name` and checks that it holds `type` (`what` names the
     /// class in the message).
@@ -996,18 +1035,8 @@ protected:
         return l;
     }
 
-    conc_list* list_ = nullptr;
-
 private:
-    void destroy() noexcept {
-        if (list_ != nullptr && owns_name_) {
-            (void)conc_list_unlink(list_);
-        }
-        (void)conc_list_close(std::exchange(list_, nullptr));
-        owns_name_ = false;
-    }
-
-    bool owns_name_ = false;
+    detail::named_handle<detail::list_kind> owner_;
 };
 
 /// A fixed-length shared list of std::int64_t or double (conc_list), like
@@ -1080,14 +1109,14 @@ public:
     T get(std::size_t index) const {
         require_open("conc::list::get");
         T value{};
-        detail::check(traits::get(list_, index, &value));
+        detail::check(traits::get(handle(), index, &value));
         return value;
     }
 
     /// Sets element `index`; CONC_ERR_OUT_OF_RANGE past the end.
     void set(std::size_t index, T value) {
         require_open("conc::list::set");
-        detail::check(traits::set(list_, index, value));
+        detail::check(traits::set(handle(), index, value));
     }
 
     /// Adds `delta` to element `index` atomically (wrapping around on
@@ -1097,7 +1126,7 @@ public:
         static_assert(std::is_same_v<T, std::int64_t>, "fetch_add needs a conc::list<std::int64_t>");
         require_open("conc::list::fetch_add");
         std::int64_t previous = 0;
-        detail::check(conc_list_add_i64(list_, index, delta, &previous));
+        detail::check(conc_list_add_i64(handle(), index, delta, &previous));
         return previous;
     }
 
@@ -1110,7 +1139,7 @@ public:
                       "compare_exchange needs a conc::list<std::int64_t>");
         require_open("conc::list::compare_exchange");
         std::int64_t actual = expected;
-        const conc_status st = conc_list_compare_exchange_i64(list_, index, expected, desired, &actual);
+        const conc_status st = conc_list_compare_exchange_i64(handle(), index, expected, desired, &actual);
         if (st == CONC_ERR_BUSY) {
             expected = actual;
             return false;
@@ -1211,7 +1240,7 @@ public:
         require_open("conc::list::get");
         out.resize(item_size());
         std::size_t n = 0;
-        detail::check(conc_list_get_bytes(list_, index, out.data(), out.size(), &n));
+        detail::check(conc_list_get_bytes(handle(), index, out.data(), out.size(), &n));
         out.resize(n);
     }
 
@@ -1220,7 +1249,7 @@ public:
     /// element keeps its value).
     void set(std::size_t index, std::string_view value) {
         require_open("conc::list::set");
-        detail::check(conc_list_set_bytes(list_, index, value.data(), value.size()));
+        detail::check(conc_list_set_bytes(handle(), index, value.data(), value.size()));
     }
 
     /// Checked like get() and set(): `list[i] = "text"; std::string s = list[i];`.
@@ -1819,40 +1848,31 @@ public:
         return opened;
     }
 
-    queue(queue&& other) noexcept
-        : queue_(std::exchange(other.queue_, nullptr)),
-          unlink_on_close_(std::exchange(other.unlink_on_close_, false)) {}
-    queue& operator=(queue&& other) noexcept {
-        if (this != &other) {
-            close_quietly();
-            queue_ = std::exchange(other.queue_, nullptr);
-            unlink_on_close_ = std::exchange(other.unlink_on_close_, false);
-        }
-        return *this;
-    }
+    queue(queue&&) noexcept = default;
+    queue& operator=(queue&&) noexcept = default;
     queue(const queue&) = delete;
     queue& operator=(const queue&) = delete;
-    ~queue() { close_quietly(); }
+    ~queue() = default;
 
-    bool is_open() const noexcept { return queue_ != nullptr; }
+    bool is_open() const noexcept { return owner_.get() != nullptr; }
     explicit operator bool() const noexcept { return is_open(); }
 
     /// Values waiting (a snapshot).
-    std::size_t size() const noexcept { return conc_queue_len(queue_); }
-    std::size_t capacity() const noexcept { return conc_queue_capacity(queue_); }
+    std::size_t size() const noexcept { return conc_queue_len(owner_.get()); }
+    std::size_t capacity() const noexcept { return conc_queue_capacity(owner_.get()); }
     /// The name, without a leading '/'.
-    std::string_view name() const noexcept { return conc_queue_name(queue_); }
+    std::string_view name() const noexcept { return conc_queue_name(owner_.get()); }
 
     /// Pushes `value`, waiting while the queue is full.
     void push(const T& value) {
         require_open("conc::queue::push");
-        detail::check(conc_queue_push(queue_, &value, sizeof(T)));
+        detail::check(conc_queue_push(owner_.get(), &value, sizeof(T)));
     }
 
     /// Pushes `value` if there is room now; false when full.
     bool try_push(const T& value) {
         require_open("conc::queue::try_push");
-        const conc_status st = conc_queue_try_push(queue_, &value, sizeof(T));
+        const conc_status st = conc_queue_try_push(owner_.get(), &value, sizeof(T));
         if (st == CONC_ERR_BUSY) {
             return false;
         }
@@ -1865,7 +1885,7 @@ public:
     bool push_for(const T& value, const std::chrono::duration<Rep, Period>& timeout) {
         require_open("conc::queue::push_for");
         const conc_status st =
-            conc_queue_push_timeout(queue_, &value, sizeof(T), detail::queue_timeout_ms(timeout));
+            conc_queue_push_timeout(owner_.get(), &value, sizeof(T), detail::queue_timeout_ms(timeout));
         if (st == CONC_ERR_TIMED_OUT) {
             return false;
         }
@@ -1877,7 +1897,7 @@ public:
     T pop() {
         require_open("conc::queue::pop");
         storage s;
-        receive(s, conc_queue_pop(queue_, s.bytes(), sizeof(T), &s.len));
+        receive(s, conc_queue_pop(owner_.get(), s.bytes(), sizeof(T), &s.len));
         return s.value();
     }
 
@@ -1885,7 +1905,7 @@ public:
     std::optional<T> try_pop() {
         require_open("conc::queue::try_pop");
         storage s;
-        const conc_status st = conc_queue_try_pop(queue_, s.bytes(), sizeof(T), &s.len);
+        const conc_status st = conc_queue_try_pop(owner_.get(), s.bytes(), sizeof(T), &s.len);
         if (st == CONC_ERR_BUSY) {
             return std::nullopt;
         }
@@ -1899,7 +1919,7 @@ public:
         require_open("conc::queue::pop_for");
         storage s;
         const conc_status st = conc_queue_pop_timeout(
-            queue_, detail::queue_timeout_ms(timeout), s.bytes(), sizeof(T), &s.len);
+            owner_.get(), detail::queue_timeout_ms(timeout), s.bytes(), sizeof(T), &s.len);
         if (st == CONC_ERR_TIMED_OUT) {
             return std::nullopt;
         }
@@ -1910,45 +1930,32 @@ public:
     /// Ends the queue's life for every process (see conc_queue_shutdown).
     void shutdown() {
         require_open("conc::queue::shutdown");
-        detail::check(conc_queue_shutdown(queue_));
+        detail::check(conc_queue_shutdown(owner_.get()));
     }
 
     /// Keeps the name when this queue (made by create) is destroyed.
-    void keep() noexcept { unlink_on_close_ = false; }
+    void keep() noexcept { owner_.keep(); }
 
-    /// Removes the queue's name now; this handle stays usable until closed.
-    void unlink() {
-        require_open("conc::queue::unlink");
-        unlink_on_close_ = false;
-        detail::check(conc_queue_unlink(queue_));
-    }
+    /// True while destroying this object would remove the name: made by
+    /// create, neither keep() nor unlink() called.
+    bool owns_name() const noexcept { return owner_.owns_name(); }
+
+    /// Removes the queue's name now; this handle stays usable until
+    /// closed, and no longer owns the name. A second unlink throws
+    /// CONC_ERR_NOT_FOUND.
+    void unlink() const { owner_.unlink("conc::queue::unlink"); }
 
     /// Closes now (removing the name first if create made it and keep()
-    /// was not called), reporting a failure; nothing when not open.
-    void close() {
-        if (queue_ == nullptr) {
-            return;
-        }
-        const bool unlink_first = std::exchange(unlink_on_close_, false);
-        conc_queue* q = std::exchange(queue_, nullptr);
-        const conc_status unlinked = unlink_first ? conc_queue_unlink(q) : CONC_OK;
-        const error unlink_error = detail::last_error(unlinked);
-        detail::check(conc_queue_close(q));
-        if (unlinked != CONC_OK) {
-            throw unlink_error;
-        }
-    }
+    /// was not called; a name already removed is not an error), reporting
+    /// a failure; nothing when not open. Closed either way.
+    void close() { owner_.close(); }
 
-    conc_queue* native_handle() const noexcept { return queue_; }
+    conc_queue* native_handle() const noexcept { return owner_.get(); }
     /// Gives up ownership: the caller closes (and unlinks) the queue.
-    conc_queue* release() noexcept {
-        unlink_on_close_ = false;
-        return std::exchange(queue_, nullptr);
-    }
+    conc_queue* release() noexcept { return owner_.release(); }
 
 private:
-    queue(conc_queue* adopted, bool unlink_on_close) noexcept
-        : queue_(adopted), unlink_on_close_(unlink_on_close) {}
+    queue(conc_queue* adopted, bool owns_name) noexcept : owner_(adopted, owns_name) {}
 
     /// One popped T and the length conc reported.
     struct storage {
@@ -1968,22 +1975,9 @@ private:
         }
     }
 
-    void require_open(const char* op) const {
-        if (queue_ == nullptr) {
-            detail::throw_closed(op, "queue");
-        }
-    }
+    void require_open(const char* op) const { owner_.require_open(op); }
 
-    void close_quietly() noexcept {
-        if (queue_ != nullptr && unlink_on_close_) {
-            (void)conc_queue_unlink(queue_);
-        }
-        (void)conc_queue_close(std::exchange(queue_, nullptr));
-        unlink_on_close_ = false;
-    }
-
-    conc_queue* queue_ = nullptr;
-    bool unlink_on_close_ = false;
+    detail::named_handle<detail::queue_kind> owner_;
 };
 
 // ---------------------------------------------------------------------------

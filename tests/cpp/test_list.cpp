@@ -113,6 +113,18 @@ void shm_moves_close_and_unlinked_names() {
         d.close();
     }
     CHECK(!in_dev_shm(a_name));
+    // unlink() gives the name up: a segment made under it afterwards (by
+    // a C call here, as by another process) outlives the first one.
+    {
+        auto e = conc::shm::create(a_name, 8);
+        e.unlink();
+        CHECK(!e.owns_name());
+        conc_shm* other = nullptr;
+        CHECK(conc_shm_create(&other, a_name.c_str(), 8) == CONC_OK);
+        e.close();
+        CHECK(in_dev_shm(a_name));
+        CHECK(conc_shm_unlink(other) == CONC_OK && conc_shm_close(other) == CONC_OK);
+    }
 
     // A forked child (conc::process) never runs the parent's destructors.
     auto shared = conc::shm::create(b_name, 8);
@@ -169,7 +181,12 @@ void list_ownership(const char* tag, Args... args) {
     {
         auto c = L::create(named, args...);
         c.unlink();
-    }  // unlinked already: the destructor says nothing
+        CHECK(!c.owns_name());
+        // The name made again (as by another process) while c is open.
+        L::create(named, args...).keep();
+    }  // c gave the name up with unlink(): the new list under it stays
+    CHECK(in_dev_shm(named));
+    L::open(named).unlink();
     conc_list* raw = nullptr;
     {
         auto d = L::create(named, args...);

@@ -108,6 +108,30 @@ void create_unlinks_unless_kept_and_open_never_does() {
     }
     CHECK(!in_dev_shm(name));
 
+    // unlink() gives the name up: a queue made under it afterwards (as by
+    // another process) outlives the first one's destruction.
+    {
+        auto q = conc::queue<int>::create(unique("relink"), 4);
+        CHECK(q.owns_name());
+        name = std::string(q.name());
+        q.unlink();
+        CHECK(!q.owns_name());
+        CHECK_THROWS_STATUS(q.unlink(), CONC_ERR_NOT_FOUND);
+        conc::queue<int>::create(name, 4).keep();
+    }
+    CHECK(in_dev_shm(name));
+    conc::queue<int>::open(name).unlink();
+    CHECK(!in_dev_shm(name));
+
+    // Closing after the name was removed by name is no error either.
+    {
+        auto q = conc::queue<int>::create(unique("gone"), 4);
+        name = std::string(q.name());
+        conc::shm::unlink_name(name);
+        q.close();
+        CHECK(!q.is_open());
+    }
+
     // An exception leaves no segment behind.
     try {
         auto q = conc::queue<int>::create(unique("throw"), 4);
