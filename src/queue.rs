@@ -794,6 +794,27 @@ pub unsafe extern "C" fn conc_queue_open(
     })
 }
 
+/// The push calls, once their wait is known.
+///
+/// # Safety
+/// As for `conc_queue_push`.
+unsafe fn push_common(
+    op: &'static str,
+    queue: *mut conc_queue,
+    message: *const c_void,
+    len: usize,
+    wait: impl FnOnce() -> Wait,
+) -> conc_status {
+    guard(op, || {
+        let q = handle::get(queue, op, "queue")?;
+        // Before the slice is made: `len` may be any size.
+        q.check_len(op, len)?;
+        // SAFETY: caller contract.
+        let m = unsafe { message_bytes(message, len, op) }?;
+        q.push(op, m, wait())
+    })
+}
+
 /// Pushes the `len` bytes at `message` (0 to `conc_queue_message_size`;
 /// `message` may be NULL when `len` is 0), waiting while the queue is
 /// full. The message keeps its length.
@@ -813,15 +834,8 @@ pub unsafe extern "C" fn conc_queue_push(
     message: *const c_void,
     len: usize,
 ) -> conc_status {
-    const OP: &str = "conc_queue_push";
-    guard(OP, || {
-        let q = handle::get(queue, OP, "queue")?;
-        // Before the slice is made: `len` may be any size.
-        q.check_len(OP, len)?;
-        // SAFETY: caller contract.
-        let m = unsafe { message_bytes(message, len, OP) }?;
-        q.push(OP, m, Wait::Block)
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { push_common("conc_queue_push", queue, message, len, || Wait::Block) }
 }
 
 /// Like `conc_queue_push`, but never waits: `CONC_ERR_BUSY` when the queue
@@ -835,15 +849,8 @@ pub unsafe extern "C" fn conc_queue_try_push(
     message: *const c_void,
     len: usize,
 ) -> conc_status {
-    const OP: &str = "conc_queue_try_push";
-    guard(OP, || {
-        let q = handle::get(queue, OP, "queue")?;
-        // Before the slice is made: `len` may be any size.
-        q.check_len(OP, len)?;
-        // SAFETY: caller contract.
-        let m = unsafe { message_bytes(message, len, OP) }?;
-        q.push(OP, m, Wait::Try)
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { push_common("conc_queue_try_push", queue, message, len, || Wait::Try) }
 }
 
 /// Like `conc_queue_push`, but waits at most `timeout_ms` milliseconds (on
@@ -859,15 +866,12 @@ pub unsafe extern "C" fn conc_queue_push_timeout(
     len: usize,
     timeout_ms: u64,
 ) -> conc_status {
-    const OP: &str = "conc_queue_push_timeout";
-    guard(OP, || {
-        let q = handle::get(queue, OP, "queue")?;
-        // Before the slice is made: `len` may be any size.
-        q.check_len(OP, len)?;
-        // SAFETY: caller contract.
-        let m = unsafe { message_bytes(message, len, OP) }?;
-        q.push(OP, m, Wait::Until(Deadline::after_ms(timeout_ms)))
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        push_common("conc_queue_push_timeout", queue, message, len, || {
+            Wait::Until(Deadline::after_ms(timeout_ms))
+        })
+    }
 }
 
 fn pop_common(
