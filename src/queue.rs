@@ -453,21 +453,7 @@ impl conc_queue {
                 }
                 return Ok(());
             }
-            match wait {
-                Wait::Try => {
-                    return Err(Error::new(
-                        CONC_ERR_BUSY,
-                        format_args!("{op}: the queue {} is full", self.shown()),
-                    ))
-                }
-                Wait::Until(d) if d.expired() => {
-                    return Err(Error::new(
-                        CONC_ERR_TIMED_OUT,
-                        format_args!("{op}: the queue {} stayed full", self.shown()),
-                    ))
-                }
-                _ => {}
-            }
+            self.may_wait(op, wait, "full")?;
             let seen = self.not_full().register();
             slept = true;
             drop(locked);
@@ -546,21 +532,7 @@ impl conc_queue {
                     format_args!("{op}: the queue {} is shut down and empty", self.shown()),
                 ));
             }
-            match wait {
-                Wait::Try => {
-                    return Err(Error::new(
-                        CONC_ERR_BUSY,
-                        format_args!("{op}: the queue {} is empty", self.shown()),
-                    ))
-                }
-                Wait::Until(d) if d.expired() => {
-                    return Err(Error::new(
-                        CONC_ERR_TIMED_OUT,
-                        format_args!("{op}: the queue {} stayed empty", self.shown()),
-                    ))
-                }
-                _ => {}
-            }
+            self.may_wait(op, wait, "empty")?;
             let seen = self.not_empty().register();
             slept = true;
             drop(locked);
@@ -594,6 +566,23 @@ impl conc_queue {
 
     fn shown(&self) -> ShowName<'_> {
         ShowName(Some(self.segment.name()))
+    }
+
+    /// Whether a push or pop that found the queue `state` ("full",
+    /// "empty") may sleep: `CONC_ERR_BUSY` for a try, `CONC_ERR_TIMED_OUT`
+    /// once the deadline has passed.
+    fn may_wait(&self, op: &str, wait: Wait, state: &str) -> Result<()> {
+        match wait {
+            Wait::Try => Err(Error::new(
+                CONC_ERR_BUSY,
+                format_args!("{op}: the queue {} is {state}", self.shown()),
+            )),
+            Wait::Until(d) if d.expired() => Err(Error::new(
+                CONC_ERR_TIMED_OUT,
+                format_args!("{op}: the queue {} stayed {state}", self.shown()),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
