@@ -705,13 +705,12 @@ public:
     named_handle() noexcept = default;
     named_handle(handle* h, bool owns_name) noexcept : h_(h), owns_name_(owns_name) {}
     named_handle(named_handle&& other) noexcept
-        : h_(std::exchange(other.h_, nullptr)),
-          owns_name_(std::exchange(other.owns_name_, false)) {}
+        : h_(std::exchange(other.h_, nullptr)), owns_name_(other.give_up_name()) {}
     named_handle& operator=(named_handle&& other) noexcept {
         if (this != &other) {
             destroy();
             h_ = std::exchange(other.h_, nullptr);
-            owns_name_ = std::exchange(other.owns_name_, false);
+            owns_name_.store(other.give_up_name(), std::memory_order_relaxed);
         }
         return *this;
     }
@@ -720,8 +719,10 @@ public:
     ~named_handle() { destroy(); }
 
     handle* get() const noexcept { return h_; }
-    void keep() noexcept { owns_name_ = false; }
-    bool owns_name() const noexcept { return h_ != nullptr && owns_name_; }
+    void keep() noexcept { (void)give_up_name(); }
+    bool owns_name() const noexcept {
+        return h_ != nullptr && owns_name_.load(std::memory_order_relaxed);
+    }
 
     void require_open(const char* op) const {
         if (h_ == nullptr) {
@@ -731,10 +732,11 @@ public:
 
     /// Removes the name now (a second time: CONC_ERR_NOT_FOUND); this
     /// object no longer owns it. Const, as 0.1's unlink() was: the name is
-    /// the system's, and who owns it is bookkeeping (`mutable`).
+    /// the system's, and who owns it is bookkeeping (a mutable atomic, so
+    /// that const calls on other threads, owns_name(), never race with it).
     void unlink(const char* op) const {
         require_open(op);
-        owns_name_ = false;
+        (void)give_up_name();
         check(Kind::unlink(h_));
     }
 
@@ -743,7 +745,7 @@ public:
     /// when not open; closed either way.
     void close() {
         handle* h = std::exchange(h_, nullptr);
-        const bool owned = std::exchange(owns_name_, false);
+        const bool owned = give_up_name();
         std::optional<error> failure;
         if (h != nullptr && owned) {
             const conc_status st = Kind::unlink(h);
@@ -760,21 +762,25 @@ public:
 
     /// Gives up the handle and the name: the caller closes the handle.
     handle* release() noexcept {
-        owns_name_ = false;
+        (void)give_up_name();
         return std::exchange(h_, nullptr);
     }
 
 private:
+    /// Whether this object owned the name; it no longer does.
+    bool give_up_name() const noexcept {
+        return owns_name_.exchange(false, std::memory_order_relaxed);
+    }
+
     void destroy() noexcept {
-        if (h_ != nullptr && owns_name_) {
+        if (give_up_name() && h_ != nullptr) {
             (void)Kind::unlink(h_);
         }
         (void)Kind::close(std::exchange(h_, nullptr));
-        owns_name_ = false;
     }
 
     handle* h_ = nullptr;
-    mutable bool owns_name_ = false;
+    mutable std::atomic<bool> owns_name_{false};
 };
 
 struct shm_kind {
